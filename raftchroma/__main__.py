@@ -1,0 +1,3 @@
+from raftchroma.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The `raftchroma` command line (click): serve one node, bring up a local cluster, show status.
+
+Owns: process-level concerns (logging setup, signals, child processes of `up`), and
+turning configuration errors into one-line messages with exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from raftchroma.config import ClusterConfig, ConfigError, load_config
+
+EXIT_USAGE = 2
+STATUS_TIMEOUT_S = 1.0
+
+
+def _load(config_path: str) -> ClusterConfig:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"raftchroma: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@click.group()
+def main() -> None:
+    """raftchroma: ChromaDB replicated by Raft."""
+
+
+@main.command()
+@click.option("--config", "config_path", default="cluster.toml", show_default=True, help="Cluster file.")
+@click.option("--node", "node_id", default=None, help="Id of the node to run (from the cluster file).")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--unsafe-local-reads", is_flag=True, hidden=True,
+              help="TEST ONLY: serve linearizable reads without a barrier (jepsen-lite proves this is unsafe).")
+def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool) -> None:
+    """Run one node in the foreground until SIGTERM or SIGINT."""
+    config = _load(config_path)
+    if node_id is None:
+        click.echo("raftchroma: --node is required (one of: " + ", ".join(n.id for n in config.nodes) + ")", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        node_config = config.node(node_id)
+    except ConfigError as exc:
+        click.echo(f"raftchroma: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    _setup_logging(log_level, node_id)
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    asyncio.run(_serve(config, node_config, unsafe_local_reads))
+
+
+def _setup_logging(level: str, node_id: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool) -> None:
+    from raftchroma.http import run_server
+    from raftchroma.node import Node
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads)
+    await run_server(node, stop)
+    logging.getLogger(__name__).info("node %s stopped", node_config.id)
+
+
+# ------------------------------------------------------------------ status
+
+
+def fetch_status(url: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url + "/raftchroma/status", timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def cluster_status(config: ClusterConfig) -> list[dict[str, Any]]:
+    rows = []
+    for node in config.nodes:
+        status = fetch_status(node.http_url)
+        row = {"id": node.id, "url": node.http_url, "reachable": status is not None}
+        row.update(status or {})
+        rows.append(row)
+    return rows
+
+
+@main.command()
+@click.option("--config", "config_path", default="cluster.toml", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: str, as_json: bool) -> None:
+    """Show each node: reachable, role, term, leader, commit index, applied index."""
+    rows = cluster_status(_load(config_path))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = ("id", "url", "reachable", "role", "term", "leader", "commit_index", "applied_index", "log_len")
+    click.echo("  ".join(f"{c:<14}" if c != "url" else f"{c:<24}" for c in columns))
+    for row in rows:
+        click.echo("  ".join(
+            f"{str(row.get(c, '-')):<14}" if c != "url" else f"{str(row.get(c, '-')):<24}" for c in columns))
+
+
+# ---------------------------------------------------------------------- up
+
+
+def _spawn(config_path: str, node_id: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "raftchroma", "serve", "--config", config_path, "--node", node_id]
+    return subprocess.Popen(cmd, start_new_session=True)
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def _wait_for_leader(config: ClusterConfig, timeout_s: float) -> str | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = cluster_status(config)
+        leaders = {r.get("leader") for r in rows if r["reachable"]}
+        if len(leaders) == 1 and None not in leaders and all(r["reachable"] for r in rows):
+            return leaders.pop()
+        time.sleep(0.2)
+    return None
+
+
+@main.command()
+@click.option("--config", "config_path", default="cluster.toml", show_default=True)
+@click.option("--leader-timeout-s", default=60.0, show_default=True)
+def up(config_path: str, leader_timeout_s: float) -> None:
+    """Start every node of the cluster file; Ctrl-C stops them all."""
+    config = _load(config_path)
+    children = {n.id: _spawn(config_path, n.id) for n in config.nodes}
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        leader = _wait_for_leader(config, leader_timeout_s)
+        for node in config.nodes:
+            mark = "  (leader)" if node.id == leader else ""
+            click.echo(f"{node.id}  {node.http_url}{mark}")
+        if leader is None:
+            click.echo("raftchroma: no leader elected yet; see `raftchroma status`", err=True)
+        click.echo("cluster is up; Ctrl-C stops it")
+        while not stopping and any(c.poll() is None for c in children.values()):
+            time.sleep(0.2)
+    finally:
+        _stop_children(children)

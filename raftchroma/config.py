@@ -1,0 +1,212 @@
+"""Cluster configuration: parse and validate `cluster.toml` once, into frozen objects.
+
+Owns: the file format, its defaults and its validation. Everything else receives a
+`ClusterConfig` (and the id of the node it runs) explicitly; nothing reads the file or
+the environment after start-up, except the Raft password, which may come from
+`RAFTCHROMA_PASSWORD` so that it need not be written into the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+READ_CONSISTENCIES = ("linearizable", "stale")
+PASSWORD_ENV = "RAFTCHROMA_PASSWORD"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message is one line meant for a person."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    raft_host: str
+    raft_port: int
+    http_host: str
+    http_port: int
+    data_dir: Path
+
+    @property
+    def raft_address(self) -> str:
+        return f"{self.raft_host}:{self.raft_port}"
+
+    @property
+    def http_url(self) -> str:
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RaftTuning:
+    """PySyncObj timing; defaults are chosen so that Chroma work cannot starve heartbeats."""
+
+    election_timeout_min_s: float = 1.0
+    election_timeout_max_s: float = 2.5
+    heartbeat_period_s: float = 0.1
+    connection_timeout_s: float = 5.0
+    max_entry_bytes: int = 48 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    nodes: tuple[NodeConfig, ...]
+    read_consistency: str = "linearizable"
+    allow_reset: bool = False
+    password: str | None = None
+    write_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    max_body_bytes: int = 40 * 1024 * 1024
+    max_batch_size: int = 5461
+    raft: RaftTuning = RaftTuning()
+    path: Path | None = None
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"node {node_id!r} is not in the cluster (known: {known})")
+
+    def peers_of(self, node_id: str) -> tuple[NodeConfig, ...]:
+        return tuple(n for n in self.nodes if n.id != node_id)
+
+
+_CLUSTER_KEYS = {
+    "read_consistency", "allow_reset", "password", "write_timeout_s", "read_timeout_s",
+    "max_body_bytes", "max_batch_size",
+}
+_RAFT_KEYS = {f.name for f in dataclasses.fields(RaftTuning)}
+_NODE_KEYS = {"id", "raft", "http", "data_dir"}
+
+
+def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> ClusterConfig:
+    """Read and validate `path`; raises ConfigError with a one-line message."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    env = os.environ if environ is None else environ
+    return parse_config(raw, base_dir=path.resolve().parent, environ=env, path=path)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path | None = None) -> ClusterConfig:
+    _reject_unknown(raw, {"cluster", "raft", "node"}, "top level")
+    cluster = _table(raw.get("cluster", {}), "[cluster]")
+    _reject_unknown(cluster, _CLUSTER_KEYS, "[cluster]")
+    raft_raw = _table(raw.get("raft", {}), "[raft]")
+    _reject_unknown(raft_raw, _RAFT_KEYS, "[raft]")
+    nodes = _parse_nodes(raw.get("node"), base_dir)
+    consistency = cluster.get("read_consistency", "linearizable")
+    if consistency not in READ_CONSISTENCIES:
+        raise ConfigError(f"[cluster] read_consistency must be one of {READ_CONSISTENCIES}, got {consistency!r}")
+    password = environ.get(PASSWORD_ENV) or cluster.get("password")
+    config = ClusterConfig(
+        nodes=nodes,
+        read_consistency=consistency,
+        allow_reset=_typed(cluster, "allow_reset", bool, False, "[cluster]"),
+        password=password if password else None,
+        write_timeout_s=_positive(cluster, "write_timeout_s", 10.0, "[cluster]"),
+        read_timeout_s=_positive(cluster, "read_timeout_s", 5.0, "[cluster]"),
+        max_body_bytes=int(_positive(cluster, "max_body_bytes", 40 * 1024 * 1024, "[cluster]")),
+        max_batch_size=int(_positive(cluster, "max_batch_size", 5461, "[cluster]")),
+        raft=_parse_raft(raft_raw),
+        path=path,
+    )
+    return config
+
+
+def _parse_raft(raw: dict[str, Any]) -> RaftTuning:
+    defaults = RaftTuning()
+    values = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[raft]") for f in dataclasses.fields(RaftTuning)}
+    values["max_entry_bytes"] = int(values["max_entry_bytes"])
+    tuning = RaftTuning(**values)
+    if tuning.election_timeout_min_s >= tuning.election_timeout_max_s:
+        raise ConfigError("[raft] election_timeout_min_s must be below election_timeout_max_s")
+    if tuning.heartbeat_period_s * 3 > tuning.election_timeout_min_s:
+        raise ConfigError("[raft] heartbeat_period_s must be at most a third of election_timeout_min_s")
+    return tuning
+
+
+def _parse_nodes(raw: Any, base_dir: Path) -> tuple[NodeConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("at least one [[node]] table is required")
+    nodes = tuple(_parse_node(entry, i, base_dir) for i, entry in enumerate(raw))
+    _reject_duplicates([n.id for n in nodes], "node id")
+    _reject_duplicates([(n.raft_host, n.raft_port) for n in nodes], "raft address")
+    _reject_duplicates([(n.http_host, n.http_port) for n in nodes], "http address")
+    _reject_duplicates([str(n.data_dir) for n in nodes], "data_dir")
+    return nodes
+
+
+def _parse_node(raw: Any, position: int, base_dir: Path) -> NodeConfig:
+    where = f"[[node]] #{position + 1}"
+    table = _table(raw, where)
+    _reject_unknown(table, _NODE_KEYS, where)
+    for key in sorted(_NODE_KEYS):
+        if key not in table:
+            raise ConfigError(f"{where}: missing key {key!r}")
+    node_id = _typed(table, "id", str, None, where)
+    if not node_id or not node_id.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: id must be a non-empty name of letters, digits, '-' or '_'")
+    raft_host, raft_port = _address(table["raft"], f"{where} raft")
+    http_host, http_port = _address(table["http"], f"{where} http")
+    data_dir = Path(_typed(table, "data_dir", str, None, where))
+    if not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir)
+
+
+def _address(value: Any, where: str) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{where}: expected 'host:port', got {value!r}")
+    host, _, port_text = value.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{where}: expected 'host:port' with a port in 1..65535, got {value!r}")
+    return host, int(port_text)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    return value
+
+
+def _reject_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _reject_duplicates(values: list[Any], what: str) -> None:
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            shown = ":".join(map(str, value)) if isinstance(value, tuple) else value
+            raise ConfigError(f"duplicate {what}: {shown}")
+        seen.add(value)
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = table.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _positive(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where}: {key} must be a positive number, got {value!r}")
+    return float(value)

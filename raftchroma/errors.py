@@ -1,0 +1,82 @@
+"""Error types of raftchroma, each definite or indefinite, and their Chroma HTTP shape.
+
+Owns: the mapping from a failure to `(status, {"error": NAME, "message": TEXT})`, the body
+shape Chroma 1.5.9 uses. A *definite* error means the request certainly changed nothing;
+an *indefinite* one means it may have committed (Jepsen's `info`), and is never reported
+as a plain failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error with a Chroma-shaped HTTP rendering."""
+
+    status = 400
+    name = "ChromaError"
+    definite = True
+
+    def __init__(self, message: str, *, status: int | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if name is not None:
+            self.name = name
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.name, "message": self.message}
+
+
+class InvalidArgument(ApiError):
+    status = 400
+    name = "InvalidArgumentError"
+
+
+class NotFound(ApiError):
+    status = 404
+    name = "NotFoundError"
+
+
+class AlreadyExists(ApiError):
+    status = 409
+    name = "ChromaError"
+
+
+class Unprocessable(ApiError):
+    """Chroma's 422: the JSON body does not deserialize into the request type."""
+
+    status = 422
+    name = "ChromaError"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Failed to deserialize the JSON body into the target type: {detail}")
+
+
+class NoQuorum(ApiError):
+    """Definite: the request was not proposed (or a read could not be confirmed)."""
+
+    status = 503
+    name = "NoQuorum"
+
+
+class NotReady(ApiError):
+    """Definite: this node has not caught up to the requested index in time."""
+
+    status = 503
+    name = "NotReady"
+
+
+class WriteOutcomeUnknown(ApiError):
+    """Indefinite: the write was proposed and may still commit; the client must check."""
+
+    status = 504
+    name = "WriteOutcomeUnknown"
+    definite = False
+
+
+def result_error(status: int, name: str, message: str) -> ApiError:
+    """An ApiError rebuilt from an apply result (see store.ApplyResult)."""
+    return ApiError(message, status=status, name=name)

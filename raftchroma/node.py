@@ -1,0 +1,242 @@
+"""A raftchroma node: the store, the Raft replica and the applier, joined for asyncio.
+
+Owns: the write path (propose, wait until applied here, return Chroma's result), the read
+path (min-index waits, shared read barriers for linearizable reads), and the applier
+thread that applies committed entries to Chroma in log order, outside PySyncObj's
+heartbeat thread. It imports neither chromadb nor pysyncobj directly.
+
+Write: choose ids -> encode -> propose -> PySyncObj commits -> apply_entry enqueues
+(index, bytes) -> the applier applies it here -> the waiting request gets (index, result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_request_id
+from raftchroma.config import ClusterConfig, NodeConfig
+from raftchroma.errors import ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
+from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SUCCESS, Replication
+from raftchroma.store import Result, Store
+
+log = logging.getLogger(__name__)
+
+EXIT_CORRUPT_LOG = 70
+_LEADER_POLL_S = 0.02
+
+
+class EntryTooLarge(ApiError):
+    status = 413
+    name = "ChromaError"
+
+
+class Node:
+    """One replica. Create it inside a running event loop, then `await start()`."""
+
+    def __init__(self, config: ClusterConfig, node: NodeConfig, unsafe_local_reads: bool = False) -> None:
+        self.config = config
+        self.node = node
+        self.unsafe_local_reads = unsafe_local_reads  # test-only: linearizable reads without a barrier
+        self.store: Store | None = None
+        self.replication: Replication | None = None
+        self.applied_index = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._apply_queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue()
+        self._applier: threading.Thread | None = None
+        self._waiters: dict[bytes, asyncio.Future[tuple[int, Result]]] = {}
+        self._index_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._index_seq = itertools.count()
+        self._barrier_waiters: list[asyncio.Future[int]] = []
+        self._barrier_running = False
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        os.makedirs(self.node.data_dir, exist_ok=True)
+        self.store = await self._loop.run_in_executor(None, Store, self.node.data_dir, self.config.allow_reset)
+        self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
+        self._applier.start()
+        self.replication = await self._loop.run_in_executor(None, Replication, self.config, self.node, self._enqueue)
+
+    async def stop(self) -> None:
+        if self.replication is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.replication.stop)
+        self._apply_queue.put(None)
+        if self._applier is not None:
+            self._applier.join(timeout=10)
+        self._read_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ apply thread
+
+    def _enqueue(self, index: int, data: bytes) -> None:
+        """Called by PySyncObj's tick thread for each committed entry; must stay cheap."""
+        self._apply_queue.put((index, data))
+
+    def _apply_loop(self) -> None:
+        while True:
+            item = self._apply_queue.get()
+            if item is None:
+                return
+            index, data = item
+            try:
+                ops = decode_entry(data)
+            except CorruptEntry as exc:
+                log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
+                os._exit(EXIT_CORRUPT_LOG)
+            for op in ops:
+                result = self.store.apply(op)
+                self._resolve(op.get("rid"), index, result)
+            self.applied_index = index
+            self._call_in_loop(self._wake_index_waiters, index)
+
+    def _resolve(self, rid: bytes | None, index: int, result: Result) -> None:
+        if rid is not None:
+            self._call_in_loop(self._finish_request, rid, index, result)
+
+    def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _finish_request(self, rid: bytes, index: int, result: Result) -> None:
+        future = self._waiters.get(rid)
+        if future is not None and not future.done():
+            future.set_result((index, result))
+
+    # ------------------------------------------------------------------ writes
+
+    async def write(self, op: dict[str, Any]) -> tuple[int, Result]:
+        """Commit `op` through the log; return (log index, result as applied on this node)."""
+        op["rid"] = new_request_id()
+        entry = encode_entry([op])
+        if len(entry) > self.config.raft.max_entry_bytes:
+            raise EntryTooLarge(f"Log entry of {len(entry)} bytes exceeds the limit of {self.config.raft.max_entry_bytes}")
+        return await self._propose(op["rid"], entry, self.config.write_timeout_s)
+
+    async def _propose(self, rid: bytes, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+        deadline = time.monotonic() + timeout_s
+        await self._await_leader(deadline)
+        future: asyncio.Future[tuple[int, Result]] = self._loop.create_future()
+        self._waiters[rid] = future
+        try:
+            self.replication.propose(entry, lambda res, err: self._call_in_loop(self._on_proposed, rid, err))
+            remaining_s = max(0.0, deadline - time.monotonic())
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), remaining_s)
+            except asyncio.TimeoutError:
+                raise WriteOutcomeUnknown(
+                    f"The write was proposed but not confirmed within {timeout_s:g}s; it may still commit") from None
+        finally:
+            self._waiters.pop(rid, None)
+
+    def _on_proposed(self, rid: bytes, err: int) -> None:
+        future = self._waiters.get(rid)
+        if future is None or future.done() or err == SUCCESS:
+            return
+        if err in DEFINITE_FAILURES:
+            future.set_exception(NoQuorum(f"The write was not committed (raft: {_reason(err)}); retry"))
+        else:
+            future.set_exception(WriteOutcomeUnknown(
+                f"The write may or may not have committed (raft: {_reason(err)}); check before retrying"))
+
+    async def _await_leader(self, deadline: float) -> None:
+        """Wait for a usable leader; no proposal is made without one (so the failure is definite)."""
+        while True:
+            status = self.replication.status()
+            if status.leader is not None and (status.role != "leader" or status.has_quorum):
+                return
+            if time.monotonic() >= deadline:
+                raise NoQuorum("No leader with a quorum is reachable from this node; nothing was written")
+            await asyncio.sleep(_LEADER_POLL_S)
+
+    # ------------------------------------------------------------------- reads
+
+    async def read(self, consistency: str, min_index: int | None, fn: Callable[[], Result]) -> Result:
+        """Run a store read at the requested consistency."""
+        timeout_s = self.config.read_timeout_s
+        if min_index:
+            await self.wait_applied(min_index, timeout_s)
+        if consistency == "linearizable" and not self.unsafe_local_reads:
+            await self.read_barrier(timeout_s)
+        return await self._loop.run_in_executor(self._read_pool, fn)
+
+    async def read_barrier(self, timeout_s: float) -> int:
+        """Commit a barrier entry proposed after this call began, and wait until it is applied here.
+
+        Reads that arrive while a barrier is in flight share the next one.
+        """
+        future: asyncio.Future[int] = self._loop.create_future()
+        self._barrier_waiters.append(future)
+        if not self._barrier_running:
+            self._start_barrier()
+        return await future
+
+    def _start_barrier(self) -> None:
+        self._barrier_running = True
+        waiters, self._barrier_waiters = self._barrier_waiters, []
+        asyncio.ensure_future(self._run_barrier(waiters))
+
+    async def _run_barrier(self, waiters: list[asyncio.Future[int]]) -> None:
+        try:
+            rid = new_request_id()
+            entry = encode_entry([{"kind": "barrier", "rid": rid}])
+            index, _ = await self._propose(rid, entry, self.config.read_timeout_s)
+            outcome: Any = index
+        except ApiError as exc:
+            outcome = NoQuorum(f"Could not confirm a linearizable read: {exc.message}")
+        for future in waiters:
+            if not future.done():
+                future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
+        self._barrier_running = False
+        if self._barrier_waiters:
+            self._start_barrier()
+
+    async def wait_applied(self, index: int, timeout_s: float) -> None:
+        if self.applied_index >= index:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._index_waiters, (index, next(self._index_seq), future))
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise NotReady(f"This node has not applied index {index} within {timeout_s:g}s "
+                           f"(applied: {self.applied_index})") from None
+
+    def _wake_index_waiters(self, applied: int) -> None:
+        while self._index_waiters and self._index_waiters[0][0] <= applied:
+            _, _, future = heapq.heappop(self._index_waiters)
+            if not future.done():
+                future.set_result(None)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        raft = self.replication.status()
+        return {
+            "id": self.node.id,
+            "role": raft.role,
+            "term": raft.term,
+            "leader": self.replication.node_id_of(raft.leader),
+            "commit_index": raft.commit_index,
+            "applied_index": self.applied_index,
+            "raft_applied_index": raft.last_applied,
+            "log_len": raft.log_len,
+            "has_quorum": raft.has_quorum,
+            "apply_queue": self._apply_queue.qsize(),
+        }
+
+
+def _reason(err: int) -> str:
+    return FAIL_REASON_NAMES.get(err, str(err))
