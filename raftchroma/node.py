@@ -155,7 +155,8 @@ class Node:
         """Wait for a usable leader; no proposal is made without one (so the failure is definite)."""
         while True:
             status = self.replication.status()
-            if status.leader is not None and (status.role != "leader" or status.has_quorum):
+            usable = status.has_quorum if status.role == "leader" else status.leader_connected
+            if status.leader is not None and usable:
                 return
             if time.monotonic() >= deadline:
                 raise NoQuorum("No leader with a quorum is reachable from this node; nothing was written")
@@ -234,6 +235,7 @@ class Node:
             "raft_applied_index": raft.last_applied,
             "log_len": raft.log_len,
             "has_quorum": raft.has_quorum,
+            "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
         }
 

@@ -53,6 +53,7 @@ class RaftStatus:
     last_applied: int
     log_len: int
     has_quorum: bool
+    leader_connected: bool  # a follower cannot forward to a leader it is not connected to
 
 
 class _StateMachine(SyncObj):
@@ -110,14 +111,16 @@ class Replication:
     def status(self) -> RaftStatus:
         raw = self._raw_status()
         leader = raw.get("leader")
+        role = {0: "follower", 1: "candidate", 2: "leader"}.get(raw.get("state"), "unknown")
         return RaftStatus(
-            role={0: "follower", 1: "candidate", 2: "leader"}.get(raw.get("state"), "unknown"),
+            role=role,
             term=int(raw.get("raft_term", 0)),
             leader=str(leader.address) if leader is not None else None,
             commit_index=int(raw.get("commit_idx", 0)),
             last_applied=int(raw.get("last_applied", 0)),
             log_len=int(raw.get("log_len", 0)),
             has_quorum=bool(raw.get("has_quorum")),
+            leader_connected=leader is not None and (role == "leader" or self._raft.isNodeConnected(leader)),
         )
 
     def _raw_status(self) -> dict[str, Any]:

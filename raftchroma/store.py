@@ -36,6 +36,7 @@ DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
 DEFAULT_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 CHROMA_SERVER_VERSION = "1.0.0"  # what `chroma run` 1.5.9 answers at /api/v2/version
+APPLY_CHUNK_RECORDS = 100  # records per Chroma call: bounds how long one call holds the GIL
 
 
 @dataclass(frozen=True)
@@ -160,20 +161,47 @@ class Store:
         return Result(200, {})
 
     def _apply_records(self, op: dict[str, Any]) -> Result:
+        """add / upsert / update. Large batches go to Chroma in chunks, because a Chroma
+        write holds the GIL and one 500-record call would stall Raft heartbeats; if a
+        later chunk fails, the earlier ones are undone so the batch stays all-or-nothing."""
         ref = self._ref(op["collection_id"], op["tenant"], op["database"])
         if ref is None:
             return not_found_collection(op["collection_id"])
-        kind = op["kind"]
-        if not op["ids"]:
-            return Result(201 if kind == "add" else 200, {})
-        embeddings = unpack_embeddings(op.get("embeddings"))
-        args = (op.get("metadatas"), op.get("documents"), op.get("uris"), ref.tenant, ref.database)
+        status = 201 if op["kind"] == "add" else 200
+        ids = op["ids"]
+        if not ids:
+            return Result(status, {})
+        columns = {"ids": ids, "embeddings": unpack_embeddings(op.get("embeddings")),
+                   "metadatas": op.get("metadatas"), "documents": op.get("documents"), "uris": op.get("uris")}
+        if len(ids) <= APPLY_CHUNK_RECORDS:
+            self._write_records(op["kind"], ref, columns)
+            return Result(status, {})
+        before = self._bindings.get(ref.local_id, list(dict.fromkeys(ids)), None, None, 0, None,
+                                    ["embeddings", "metadatas", "documents", "uris"], ref.tenant, ref.database)
+        try:
+            for start in range(0, len(ids), APPLY_CHUNK_RECORDS):
+                chunk = {k: (v[start:start + APPLY_CHUNK_RECORDS] if v is not None else None) for k, v in columns.items()}
+                self._write_records(op["kind"], ref, chunk)
+        except chroma_errors.ChromaError:
+            self._restore_records(ref, list(dict.fromkeys(ids)), before)
+            raise
+        return Result(status, {})
+
+    def _write_records(self, kind: str, ref: CollectionRef, c: dict[str, Any]) -> None:
+        rest = (c["metadatas"], c["documents"], c["uris"], ref.tenant, ref.database)
         if kind == "add":
-            self._bindings.add(op["ids"], ref.local_id, embeddings, *args)
-            return Result(201, {})
-        method = self._bindings.upsert if kind == "upsert" else self._bindings.update
-        method(ref.local_id, op["ids"], embeddings, *args)
-        return Result(200, {})
+            self._bindings.add(c["ids"], ref.local_id, c["embeddings"], *rest)
+        elif kind == "upsert":
+            self._bindings.upsert(ref.local_id, c["ids"], c["embeddings"], *rest)
+        else:
+            self._bindings.update(ref.local_id, c["ids"], c["embeddings"], *rest)
+
+    def _restore_records(self, ref: CollectionRef, ids: list[str], before: Any) -> None:
+        """Undo a partly applied batch: drop every id it touched, re-add what existed before."""
+        self._bindings.delete(ref.local_id, ids, None, None, None, ref.tenant, ref.database)
+        if before.ids:
+            self._bindings.add(before.ids, ref.local_id, np.asarray(before.embeddings, dtype=np.float32),
+                               before.metadatas, before.documents, before.uris, ref.tenant, ref.database)
 
     def _apply_delete_records(self, op: dict[str, Any]) -> Result:
         ref = self._ref(op["collection_id"], op["tenant"], op["database"])

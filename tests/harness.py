@@ -1,0 +1,195 @@
+"""Test harness: real `raftchroma serve` processes on free 127.0.0.1 ports in a temp dir.
+
+Owns: writing a cluster.toml, starting each node in its own process group, polling (never
+sleeping) until the cluster has a leader, killing exactly the processes it started, and
+small HTTP helpers. Safe under pytest-xdist: nothing is shared between clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import chromadb
+from chromadb.config import Settings
+
+PYTHON = sys.executable
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now; held open together so they are distinct."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """Poll `predicate` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         raw: bytes | None = None, timeout_s: float = 30.0) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request; returns (status, headers, parsed JSON body or raw text or None)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method)
+    if body is not None or raw is not None:
+        request.add_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return resp.status, dict(resp.headers), _decode(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), _decode(exc.read())
+
+
+def _decode(data: bytes) -> Any:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace")
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    http_port: int
+    raft_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def status(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        try:
+            code, _, body = http("GET", self.url + "/raftchroma/status", timeout_s=timeout_s)
+        except (OSError, urllib.error.URLError):
+            return None
+        return body if code == 200 else None
+
+    def client(self, **headers: str) -> Any:
+        return chromadb.HttpClient(host="127.0.0.1", port=self.http_port, headers=headers or None,
+                                   settings=Settings(anonymized_telemetry=False))
+
+
+@dataclass
+class Cluster:
+    root: Path
+    nodes: dict[str, NodeProcess]
+    extra_config: str = ""
+    serve_args: tuple[str, ...] = ()
+    allow_reset: bool = True
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "cluster.toml"
+
+    def write_config(self, cluster_keys: str = "", raft_keys: str = "") -> None:
+        lines = ["[cluster]", 'read_consistency = "linearizable"', f"allow_reset = {str(self.allow_reset).lower()}",
+                 'password = "test-secret"', cluster_keys, "[raft]", raft_keys]
+        for node in self.nodes.values():
+            lines += ["[[node]]", f'id = "{node.node_id}"', f'raft = "127.0.0.1:{node.raft_port}"',
+                      f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        assert not node.alive(), f"{node_id} is already running"
+        log = open(node.log_path, "ab")
+        cmd = [PYTHON, "-m", "raftchroma", "serve", "--config", str(self.config_path), "--node", node_id,
+               *self.serve_args]
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+        node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        log.close()
+        self.started.append(node.process)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        node = self.nodes[node_id]
+        if node.alive():
+            os.killpg(node.process.pid, sig)
+            node.process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=30)
+
+    def leader(self, among: list[str] | None = None, timeout_s: float = 30.0) -> str:
+        """The id of the leader that every live node (or `among`) agrees on."""
+        def agreed() -> str | None:
+            ids = among or [n for n, p in self.nodes.items() if p.alive()]
+            statuses = [self.nodes[n].status() for n in ids]
+            if any(s is None for s in statuses):
+                return None
+            leaders = {s["leader"] for s in statuses}
+            if len(leaders) == 1 and None not in leaders:
+                leader = leaders.pop()
+                return leader if self.nodes[leader].status() and self.nodes[leader].status()["role"] == "leader" else None
+            return None
+        return wait_for(agreed, timeout_s, "an agreed leader")
+
+    def node(self, node_id: str) -> NodeProcess:
+        return self.nodes[node_id]
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for node in self.nodes.values():
+            if node.log_path.exists():
+                text = node.log_path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {node.node_id} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def make_cluster(root: Path, size: int = 3, cluster_keys: str = "", raft_keys: str = "",
+                 serve_args: tuple[str, ...] = (), allow_reset: bool = True) -> Cluster:
+    ports = free_ports(size * 2)
+    nodes = {}
+    for i in range(size):
+        node_id = f"n{i + 1}"
+        nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log")
+    cluster = Cluster(root, nodes, serve_args=serve_args, allow_reset=allow_reset)
+    cluster.write_config(cluster_keys, raft_keys)
+    return cluster
+
+
+def start_cluster(cluster: Cluster, timeout_s: float = 60.0) -> str:
+    for node_id in cluster.nodes:
+        cluster.start(node_id)
+    return cluster.leader(timeout_s=timeout_s)
