@@ -138,9 +138,9 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float 
             child.wait()
 
 
-def _wait_for_leader(config: ClusterConfig, timeout_s: float) -> str | None:
+def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any = lambda: False) -> str | None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not should_stop():
         rows = cluster_status(config)
         leaders = {r.get("leader") for r in rows if r["reachable"]}
         if len(leaders) == 1 and None not in leaders and all(r["reachable"] for r in rows):
@@ -165,13 +165,14 @@ def up(config_path: str, leader_timeout_s: float) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        leader = _wait_for_leader(config, leader_timeout_s)
+        leader = _wait_for_leader(config, leader_timeout_s, lambda: stopping)
         for node in config.nodes:
             mark = "  (leader)" if node.id == leader else ""
             click.echo(f"{node.id}  {node.http_url}{mark}")
         if leader is None:
             click.echo("raftchroma: no leader elected yet; see `raftchroma status`", err=True)
-        click.echo("cluster is up; Ctrl-C stops it")
+        click.echo("cluster is up; Ctrl-C stops it", nl=True)
+        sys.stdout.flush()
         while not stopping and any(c.poll() is None for c in children.values()):
             time.sleep(0.2)
     finally:

@@ -227,6 +227,7 @@ class Node:
         raft = self.replication.status()
         return {
             "id": self.node.id,
+            "pid": os.getpid(),
             "role": raft.role,
             "term": raft.term,
             "leader": self.replication.node_id_of(raft.leader),
