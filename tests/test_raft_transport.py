@@ -1,0 +1,59 @@
+"""The Raft transport: outsiders are refused, multi-MB entries replicate, single writes are prompt."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+import zlib
+
+import numpy as np
+
+from tests.harness import Cluster, wait_for
+
+
+def _frame(message: object) -> bytes:
+    data = zlib.compress(pickle.dumps(message), 3)
+    return struct.pack("i", len(data)) + data
+
+
+def test_raft_port_refuses_a_peer_without_the_password(cluster: Cluster) -> None:
+    """An outsider impersonating n2 (PySyncObj's handshake is the peer's address) and claiming a
+    huge term. Without `password` this sets the node's term to 10**6 (measured); with it, nothing."""
+    node = cluster.node("n1")
+    term_before = node.status()["term"]
+    impersonated = f"127.0.0.1:{cluster.node('n2').raft_port}"
+    forged = {"type": "append_entries", "term": 10 ** 6, "entries": [], "commit_index": 0,
+              "prevLogIdx": 0, "prevLogTerm": 0}
+    with socket.create_connection(("127.0.0.1", node.raft_port), timeout=10) as conn:
+        conn.sendall(_frame(impersonated) + _frame(forged))
+        conn.settimeout(10)
+        try:
+            while conn.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert node.status()["term"] == term_before, "a forged message changed the term"
+    assert node.status()["leader"] == cluster.leader()
+
+
+def test_multi_megabyte_entry_replicates_through_a_follower(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    follower = next(n for n in cluster.nodes if n != leader)
+    col = cluster.node(follower).client().get_or_create_collection("big-entry")
+    vectors = np.random.default_rng(3).random((2000, 384), dtype=np.float32)  # ~3 MB of float32
+    col.add(ids=[f"b{i}" for i in range(2000)], embeddings=vectors)
+    for node_id in cluster.nodes:
+        got = cluster.node(node_id).client().get_collection("big-entry").get(ids=["b0", "b1999"], include=["embeddings"])
+        assert got["ids"] == ["b0", "b1999"]
+        assert np.array_equal(np.asarray(got["embeddings"], dtype=np.float32), vectors[[0, 1999]])
+
+
+def test_sequential_single_writes_all_commit(cluster: Cluster) -> None:
+    col = cluster.node("n2").client().get_or_create_collection("singles")
+    for i in range(40):
+        col.upsert(ids=[f"s{i}"], embeddings=[[float(i), 1.0]])
+    counts = [cluster.node(n).client().get_collection("singles").count() for n in cluster.nodes]
+    assert counts == [40, 40, 40]
+    wait_for(lambda: len({cluster.node(n).status()["applied_index"] for n in cluster.nodes}) == 1, 30,
+             "all nodes to reach the same applied index")
