@@ -23,6 +23,7 @@ import click
 from raftchroma.config import ClusterConfig, ConfigError, load_config
 
 EXIT_USAGE = 2
+EXIT_CORRUPT = 3
 STATUS_TIMEOUT_S = 1.0
 
 
@@ -58,7 +59,12 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
         sys.exit(EXIT_USAGE)
     _setup_logging(log_level, node_id)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    asyncio.run(_serve(config, node_config, unsafe_local_reads))
+    from raftchroma.journal import JournalCorrupt
+    try:
+        asyncio.run(_serve(config, node_config, unsafe_local_reads))
+    except JournalCorrupt as exc:
+        click.echo(f"raftchroma: refusing to start node {node_id}: corrupt Raft journal: {exc}", err=True)
+        sys.exit(EXIT_CORRUPT)
 
 
 def _setup_logging(level: str, node_id: str) -> None:

@@ -235,6 +235,7 @@ class Node:
             "applied_index": self.applied_index,
             "raft_applied_index": raft.last_applied,
             "log_len": raft.log_len,
+            "journal_bytes": self.replication.journal_bytes,
             "has_quorum": raft.has_quorum,
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),

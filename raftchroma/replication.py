@@ -14,7 +14,9 @@ Owns: one PySyncObj `SyncObj` per node, its tuning, and the hazards recorded in
   otherwise fork and pickle this object).
 - the Raft port is protected by `password` (PySyncObj unpickles what peers send).
 
-The log itself (entries, term, vote) lives in PySyncObj's journal file in the data dir.
+The log itself (entries, term, vote) lives in our DurableJournal (raftchroma/journal.py:
+checksummed, fsynced), installed through PySyncObj's module-level `createJournal` seam,
+because PySyncObj's own journal never fsyncs.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import pysyncobj.syncobj as _pysyncobj_core
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import MemoryJournal
 
 from raftchroma.config import ClusterConfig, NodeConfig
+from raftchroma.journal import DurableJournal
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,23 @@ class _StateMachine(SyncObj):
         return index
 
 
+JOURNAL_FILE_NAME = "raft.log"
+_opened_journals: dict[str, DurableJournal] = {}
+
+
+def _create_journal(journal_file: str | None = None) -> object:
+    """EXTENSION of PySyncObj 0.3.17: replaces `pysyncobj.syncobj.createJournal`, which
+    SyncObj.__init__ calls with `conf.journalFile`, so that the log is fsynced and checksummed."""
+    if journal_file is None:
+        return MemoryJournal()
+    journal = DurableJournal(journal_file)
+    _opened_journals[journal_file] = journal
+    return journal
+
+
+_pysyncobj_core.createJournal = _create_journal
+
+
 def build_conf(config: ClusterConfig, node: NodeConfig) -> SyncObjConf:
     tuning = config.raft
     return SyncObjConf(
@@ -88,7 +110,7 @@ def build_conf(config: ClusterConfig, node: NodeConfig) -> SyncObjConf:
         commandsWaitLeader=False,
         logCompactionMinEntries=_NEVER,
         logCompactionMinTime=_NEVER,
-        journalFile=str(Path(node.data_dir) / "raft.journal"),
+        journalFile=str(Path(node.data_dir) / JOURNAL_FILE_NAME),
         dynamicMembershipChange=False,
     )
 
@@ -101,8 +123,14 @@ class Replication:
         self._node = node
         peers = [n.raft_address for n in config.peers_of(node.id)]
         Path(node.data_dir).mkdir(parents=True, exist_ok=True)
-        self._raft = _StateMachine(node.raft_address, peers, build_conf(config, node), on_entry)
+        conf = build_conf(config, node)
+        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry)
+        self._journal = _opened_journals.pop(conf.journalFile)
         self._status_lock = threading.Lock()
+
+    @property
+    def journal_bytes(self) -> int:
+        return self._journal.size_bytes
 
     def propose(self, entry: bytes, callback: ProposeCallback) -> None:
         """Queue `entry` for the log; `callback(index_or_None, fail_reason)` fires on the tick thread."""

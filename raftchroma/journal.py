@@ -1,0 +1,183 @@
+"""The durable Raft journal behind PySyncObj's `createJournal` seam.
+
+Owns: the on-disk Raft log, current term and vote. PySyncObj 0.3.17's own FileJournal
+writes through an mmap and never fsyncs, and has no checksums (see
+shared/reference/pysyncobj-0.3.17-notes.md, hazard 5). This journal is an append-only file
+of checksummed records, and every change a Raft peer may act on is on stable storage
+before the call returns:
+
+- `add` (a log entry): written and fsynced before PySyncObj answers an append or counts
+  the entry toward commit;
+- `setCurrentTerm` (term and vote): fsynced before a vote or append answer is sent;
+- `deleteEntriesFrom` / `clear`: fsynced;
+- `deleteEntriesTo` (compaction): the file is rewritten to a temp file, fsynced, renamed,
+  and the directory fsynced;
+- the commit index is only a hint (Raft recomputes it) and is written once a second
+  without fsync.
+
+Opening a file with a bad checksum or a record cut short raises JournalCorrupt naming the
+file and offset: the node refuses to start rather than run with silently missing entries.
+Duck-typed to pysyncobj.journal.Journal; this module does not import pysyncobj.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+
+MAGIC = b"RCJ1"
+_HEADER = struct.Struct("<II")  # payload length, crc32 of payload
+MAX_RECORD_BYTES = 1 << 30
+
+
+class JournalCorrupt(Exception):
+    """The journal file is damaged; the message names the file and where."""
+
+
+class DurableJournal:
+    """PySyncObj journal interface; entries are (command bytes, index, term) tuples."""
+
+    def __init__(self, path: str | os.PathLike[str], fsync: Callable[[int], None] = os.fsync) -> None:
+        self._path = Path(path)
+        self._fsync = fsync
+        self._entries: list[tuple[bytes, int, int]] = []
+        self._term = 0
+        self._voted_for: Any = None
+        self._commit_index = 1
+        self._commit_saved = 1
+        self._load()
+        self._file = open(self._path, "ab", buffering=0)
+
+    # ------------------------------------------------------------- loading
+
+    def _load(self) -> None:
+        if not self._path.exists() or self._path.stat().st_size == 0:
+            self._write_fresh(self._path, [])
+            return
+        data = self._path.read_bytes()
+        if data[:4] != MAGIC:
+            raise JournalCorrupt(f"{self._path}: not a raftchroma journal (bad magic)")
+        offset = 4
+        while offset < len(data):
+            offset = self._load_record(data, offset)
+
+    def _load_record(self, data: bytes, offset: int) -> int:
+        if offset + _HEADER.size > len(data):
+            raise JournalCorrupt(f"{self._path}: truncated record header at offset {offset}")
+        length, crc = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        if length > MAX_RECORD_BYTES or start + length > len(data):
+            raise JournalCorrupt(f"{self._path}: truncated record at offset {offset} ({length} bytes declared)")
+        payload = data[start:start + length]
+        if zlib.crc32(payload) != crc:
+            raise JournalCorrupt(f"{self._path}: checksum mismatch in record at offset {offset}")
+        self._replay(msgpack.unpackb(payload, raw=False), offset)
+        return start + length
+
+    def _replay(self, record: list[Any], offset: int) -> None:
+        kind = record[0]
+        if kind == "a":
+            self._entries.append((record[3], record[1], record[2]))
+        elif kind == "f":
+            del self._entries[record[1]:]
+        elif kind == "c":
+            self._entries = []
+        elif kind == "v":
+            self._term, self._voted_for = record[1], record[2]
+        elif kind == "m":
+            self._commit_index = self._commit_saved = record[1]
+        else:
+            raise JournalCorrupt(f"{self._path}: unknown record kind {kind!r} at offset {offset}")
+
+    # ------------------------------------------------------------- writing
+
+    def _append(self, record: list[Any], durable: bool = True) -> None:
+        payload = msgpack.packb(record, use_bin_type=True)
+        self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        if durable:
+            self._fsync(self._file.fileno())
+
+    def _write_fresh(self, path: Path, entries: list[tuple[bytes, int, int]]) -> None:
+        """Write a complete journal to `path` atomically (temp file, fsync, rename, fsync dir)."""
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            out.write(MAGIC)
+            for record in self._state_records(entries):
+                payload = msgpack.packb(record, use_bin_type=True)
+                out.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+            out.flush()
+            self._fsync(out.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            self._fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _state_records(self, entries: list[tuple[bytes, int, int]]) -> list[list[Any]]:
+        records: list[list[Any]] = [["v", self._term, self._voted_for], ["m", self._commit_index]]
+        records += [["a", idx, term, bytes(command)] for command, idx, term in entries]
+        return records
+
+    # ------------------------------------------------- PySyncObj's interface
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        self._append(["a", idx, term, bytes(command)])
+        self._entries.append((command, idx, term))
+
+    def clear(self) -> None:
+        self._append(["c"])
+        self._entries = []
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802 (PySyncObj's name)
+        self._append(["f", entryFrom])
+        del self._entries[entryFrom:]
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
+        remaining = self._entries[entryTo:]
+        self._file.close()
+        self._write_fresh(self._path, remaining)
+        self._file = open(self._path, "ab", buffering=0)
+        self._entries = remaining
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _destroy(self) -> None:
+        self.onOneSecondTimer()
+        self._file.close()
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802
+        self._commit_index = raftCommitIndex
+
+    def getRaftCommitIndex(self) -> int:  # noqa: N802
+        return self._commit_index
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802
+        self._append(["v", term, votedForNodeId])
+        self._term, self._voted_for = term, votedForNodeId
+
+    def getCurrentTerm(self) -> int:  # noqa: N802
+        return self._term
+
+    def getVotedForNodeId(self) -> Any:  # noqa: N802
+        return self._voted_for
+
+    def onOneSecondTimer(self) -> None:  # noqa: N802
+        if self._commit_index != self._commit_saved and not self._file.closed:
+            self._append(["m", self._commit_index], durable=False)
+            self._commit_saved = self._commit_index
+
+    # ---------------------------------------------------------- for status
+
+    @property
+    def size_bytes(self) -> int:
+        return self._path.stat().st_size if self._path.exists() else 0
