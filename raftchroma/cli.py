@@ -46,7 +46,10 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--unsafe-local-reads", is_flag=True, hidden=True,
               help="TEST ONLY: serve linearizable reads without a barrier (jepsen-lite proves this is unsafe).")
-def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool) -> None:
+@click.option("--fault-injection", is_flag=True, hidden=True,
+              help="TEST ONLY: enable POST /raftchroma/test/partition (jepsen-lite's partition nemesis).")
+def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool,
+          fault_injection: bool) -> None:
     """Run one node in the foreground until SIGTERM or SIGINT."""
     config = _load(config_path)
     if node_id is None:
@@ -61,7 +64,7 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     from raftchroma.journal import JournalCorrupt
     try:
-        asyncio.run(_serve(config, node_config, unsafe_local_reads))
+        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection))
     except JournalCorrupt as exc:
         click.echo(f"raftchroma: refusing to start node {node_id}: corrupt Raft journal: {exc}", err=True)
         sys.exit(EXIT_CORRUPT)
@@ -73,7 +76,7 @@ def _setup_logging(level: str, node_id: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool) -> None:
+async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool, fault_injection: bool) -> None:
     from raftchroma.http import run_server
     from raftchroma.node import Node
 
@@ -81,7 +84,7 @@ async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads)
+    node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads, fault_injection=fault_injection)
     await run_server(node, stop)
     logging.getLogger(__name__).info("node %s stopped", node_config.id)
 

@@ -42,10 +42,12 @@ class EntryTooLarge(ApiError):
 class Node:
     """One replica. Create it inside a running event loop, then `await start()`."""
 
-    def __init__(self, config: ClusterConfig, node: NodeConfig, unsafe_local_reads: bool = False) -> None:
+    def __init__(self, config: ClusterConfig, node: NodeConfig, unsafe_local_reads: bool = False,
+                 fault_injection: bool = False) -> None:
         self.config = config
         self.node = node
         self.unsafe_local_reads = unsafe_local_reads  # test-only: linearizable reads without a barrier
+        self.fault_injection = fault_injection  # test-only: /raftchroma/test/partition drops peer traffic
         self.store: Store | None = None
         self.replication: Replication | None = None
         self.applied_index = 0
@@ -67,7 +69,8 @@ class Node:
         self.store = await self._loop.run_in_executor(None, Store, self.node.data_dir, self.config.allow_reset)
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
-        self.replication = await self._loop.run_in_executor(None, Replication, self.config, self.node, self._enqueue)
+        self.replication = await self._loop.run_in_executor(
+            None, Replication, self.config, self.node, self._enqueue, self.fault_injection)
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -239,6 +242,7 @@ class Node:
             "has_quorum": raft.has_quorum,
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
+            "blocked_peers": self.replication.blocked_peers(),
         }
 
 

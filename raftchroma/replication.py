@@ -30,6 +30,7 @@ from typing import Any, Callable
 import pysyncobj.syncobj as _pysyncobj_core
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import MemoryJournal
+from pysyncobj.transport import TCPTransport
 
 from raftchroma.config import ClusterConfig, NodeConfig
 from raftchroma.journal import DurableJournal
@@ -61,12 +62,33 @@ class RaftStatus:
     leader_connected: bool  # a follower cannot forward to a leader it is not connected to
 
 
+class FaultInjectingTransport(TCPTransport):
+    """TEST ONLY (enabled by `raftchroma serve --fault-injection`): PySyncObj's TCP transport,
+    plus a set of blocked peer addresses whose messages are dropped in both directions. This
+    is how jepsen-lite partitions a cluster on one machine without root: PySyncObj identifies
+    peers by configured address and only one side of a pair dials, so a TCP proxy per link
+    cannot cut a link cleanly, but dropping at the message layer can."""
+
+    blocked: frozenset[str] = frozenset()
+
+    def send(self, node: Any, message: Any) -> bool:
+        if node.address in self.blocked:
+            return False
+        return super().send(node, message)
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if node.address in self.blocked:
+            return
+        super()._onMessageReceived(node, message)
+
+
 class _StateMachine(SyncObj):
     """The SyncObj subclass: one replicated method that only enqueues."""
 
-    def __init__(self, self_address: str, peers: list[str], conf: SyncObjConf, on_entry: EntryHandler) -> None:
+    def __init__(self, self_address: str, peers: list[str], conf: SyncObjConf, on_entry: EntryHandler,
+                 transport_class: type = TCPTransport) -> None:
         self._on_entry = on_entry
-        super().__init__(self_address, peers, conf)
+        super().__init__(self_address, peers, conf, transportClass=transport_class)
 
     @replicated
     def apply_entry(self, data: bytes) -> int:
@@ -118,13 +140,17 @@ def build_conf(config: ClusterConfig, node: NodeConfig) -> SyncObjConf:
 class Replication:
     """A node's Raft participant. Thread-safe; callbacks arrive on PySyncObj's tick thread."""
 
-    def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler) -> None:
+    def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler,
+                 fault_injection: bool = False) -> None:
         self._address_to_id = {n.raft_address: n.id for n in config.nodes}
+        self._id_to_address = {n.id: n.raft_address for n in config.nodes}
+        self._transport_class = type("NodeTransport", (FaultInjectingTransport,), {}) if fault_injection else None
         self._node = node
         peers = [n.raft_address for n in config.peers_of(node.id)]
         Path(node.data_dir).mkdir(parents=True, exist_ok=True)
         conf = build_conf(config, node)
-        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry)
+        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry,
+                                   self._transport_class or TCPTransport)
         self._journal = _opened_journals.pop(conf.journalFile)
         self._status_lock = threading.Lock()
 
@@ -160,6 +186,20 @@ class Replication:
                 except RuntimeError:
                     continue
         return {}
+
+    def block_peers(self, node_ids: list[str]) -> None:
+        """TEST ONLY: drop all Raft traffic with these peers (replaces the previous set)."""
+        if self._transport_class is None:
+            raise RuntimeError("fault injection is not enabled on this node")
+        unknown = [n for n in node_ids if n not in self._id_to_address]
+        if unknown:
+            raise ValueError(f"unknown node ids: {unknown}")
+        self._transport_class.blocked = frozenset(self._id_to_address[n] for n in node_ids)
+
+    def blocked_peers(self) -> list[str]:
+        if self._transport_class is None:
+            return []
+        return sorted(self._address_to_id[a] for a in self._transport_class.blocked)
 
     def node_id_of(self, raft_address: str | None) -> str | None:
         return self._address_to_id.get(raft_address) if raft_address else None
