@@ -148,6 +148,9 @@ class Replication:
         self._node = node
         peers = [n.raft_address for n in config.peers_of(node.id)]
         Path(node.data_dir).mkdir(parents=True, exist_ok=True)
+        if config.password is None:
+            log.warning("no Raft password set: anyone who can reach %s can act as a cluster member; "
+                        "set [cluster] password or RAFTCHROMA_PASSWORD and keep the port private", node.raft_address)
         conf = build_conf(config, node)
         self._raft = _StateMachine(node.raft_address, peers, conf, on_entry,
                                    self._transport_class or TCPTransport)
