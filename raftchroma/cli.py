@@ -63,10 +63,14 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
     _setup_logging(log_level, node_id)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     from raftchroma.journal import JournalCorrupt
+    from raftchroma.snapshot import SnapshotCorrupt
     try:
         asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection))
     except JournalCorrupt as exc:
         click.echo(f"raftchroma: refusing to start node {node_id}: corrupt Raft journal: {exc}", err=True)
+        sys.exit(EXIT_CORRUPT)
+    except SnapshotCorrupt as exc:
+        click.echo(f"raftchroma: refusing to start node {node_id}: corrupt snapshot: {exc}", err=True)
         sys.exit(EXIT_CORRUPT)
 
 

@@ -20,8 +20,10 @@ import os
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
+from raftchroma import snapshot
 from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_request_id
 from raftchroma.config import ClusterConfig, NodeConfig
 from raftchroma.errors import ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
@@ -52,13 +54,16 @@ class Node:
         self.replication: Replication | None = None
         self.applied_index = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._apply_queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue()
+        self._apply_queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
         self._applier: threading.Thread | None = None
         self._waiters: dict[bytes, asyncio.Future[tuple[int, Result]]] = {}
         self._index_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._index_seq = itertools.count()
         self._barrier_waiters: list[asyncio.Future[int]] = []
         self._barrier_running = False
+        self._install_generation = 0
+        self.snapshot_index = 0
+        self.snapshot_installs = 0
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
 
     # --------------------------------------------------------------- lifecycle
@@ -70,7 +75,7 @@ class Node:
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
-            None, Replication, self.config, self.node, self._enqueue, self.fault_injection)
+            None, Replication, self.config, self.node, self._enqueue, self.fault_injection, self)
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -84,24 +89,71 @@ class Node:
 
     def _enqueue(self, index: int, data: bytes) -> None:
         """Called by PySyncObj's tick thread for each committed entry; must stay cheap."""
-        self._apply_queue.put((index, data))
+        self._apply_queue.put(("entry", index, data))
+
+    def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None:
+        """Tick thread: snapshot after everything queued so far, i.e. exactly at raft_meta["index"]."""
+        self._apply_queue.put(("snapshot", final_path, raft_meta, self._install_generation))
+
+    def install_snapshot(self, path: Path) -> dict[str, Any]:
+        """Tick thread: verify a received (or, at start, the local) snapshot and queue its install."""
+        header = snapshot.read_header(path, verify=True)
+        self._install_generation += 1
+        pinned = path.with_name(f"{path.name}.install-{self._install_generation}")
+        pinned.unlink(missing_ok=True)
+        os.link(path, pinned)  # PySyncObj may replace `path` before the applier gets to it
+        self._apply_queue.put(("install", pinned, header, self._install_generation))
+        return header["raft"]
 
     def _apply_loop(self) -> None:
         while True:
             item = self._apply_queue.get()
             if item is None:
                 return
-            index, data = item
-            try:
-                ops = decode_entry(data)
-            except CorruptEntry as exc:
-                log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
-                os._exit(EXIT_CORRUPT_LOG)
-            for op in ops:
-                result = self.store.apply(op)
-                self._resolve(op.get("rid"), index, result)
-            self.applied_index = index
-            self._call_in_loop(self._wake_index_waiters, index)
+            if item[0] == "entry":
+                self._apply_entry(item[1], item[2])
+            elif item[0] == "snapshot":
+                self._write_snapshot(*item[1:])
+            else:
+                self._install(*item[1:])
+
+    def _apply_entry(self, index: int, data: bytes) -> None:
+        try:
+            ops = decode_entry(data)
+        except CorruptEntry as exc:
+            log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
+            os._exit(EXIT_CORRUPT_LOG)
+        for op in ops:
+            result = self.store.apply(op)
+            self._resolve(op.get("rid"), index, result)
+        self._set_applied(index)
+
+    def _set_applied(self, index: int) -> None:
+        self.applied_index = index
+        self._call_in_loop(self._wake_index_waiters, index)
+
+    def _write_snapshot(self, final_path: Path, raft_meta: dict[str, Any], generation: int) -> None:
+        if generation != self._install_generation:  # a newer snapshot was installed meanwhile
+            self.replication.snapshot_done(False)
+            return
+        try:
+            started = time.monotonic()
+            self.store.write_snapshot(final_path, {"index": raft_meta["index"], "raft": raft_meta})
+            self.snapshot_index = raft_meta["index"]
+            log.info("snapshot at index %d written in %.2fs", raft_meta["index"], time.monotonic() - started)
+            self.replication.snapshot_done(True)
+        except OSError:
+            log.exception("writing the snapshot at index %d failed", raft_meta["index"])
+            self.replication.snapshot_done(False)
+
+    def _install(self, pinned: Path, header: dict[str, Any], generation: int) -> None:
+        started = time.monotonic()
+        self.store.install_snapshot(pinned, header)
+        pinned.unlink(missing_ok=True)
+        self.snapshot_index = header["index"]
+        self.snapshot_installs += 1
+        log.info("installed snapshot at index %d in %.2fs", header["index"], time.monotonic() - started)
+        self._set_applied(header["index"])
 
     def _resolve(self, rid: bytes | None, index: int, result: Result) -> None:
         if rid is not None:
@@ -174,7 +226,11 @@ class Node:
             await self.wait_applied(min_index, timeout_s)
         if consistency == "linearizable" and not self.unsafe_local_reads:
             await self.read_barrier(timeout_s)
-        return await self._loop.run_in_executor(self._read_pool, fn)
+        return await self._loop.run_in_executor(self._read_pool, self._guarded_read, fn)
+
+    def _guarded_read(self, fn: Callable[[], Result]) -> Result:
+        with self.store.reading():
+            return fn()
 
     async def read_barrier(self, timeout_s: float) -> int:
         """Commit a barrier entry proposed after this call began, and wait until it is applied here.
@@ -239,11 +295,21 @@ class Node:
             "raft_applied_index": raft.last_applied,
             "log_len": raft.log_len,
             "journal_bytes": self.replication.journal_bytes,
+            "snapshot_index": self.snapshot_index,
+            "snapshot_installs": self.snapshot_installs,
+            "snapshot_bytes": _size(self.replication.snapshot_path),
             "has_quorum": raft.has_quorum,
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
             "blocked_peers": self.replication.blocked_peers(),
         }
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _reason(err: int) -> str:

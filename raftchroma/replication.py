@@ -10,8 +10,11 @@ Owns: one PySyncObj `SyncObj` per node, its tuning, and the hazards recorded in
   never sent through PySyncObj's chunked path (whose `finish` marker is miscomputed).
 - `appendEntriesUseBatch` is off, so a single write is sent at once instead of waiting
   for the 100 ms batching tick.
-- log compaction is off until snapshots of the Chroma store exist (PySyncObj would
-  otherwise fork and pickle this object).
+- snapshots go through PySyncObj's serializer / deserializer / serializeChecker hooks
+  (no fork, no pickle of this object), but the work is done by the node's applier thread,
+  not in the tick thread: the serializer only queues a request and returns, and the
+  checker reports when the file is written. A leader defers compaction while a connected
+  follower is only slightly behind. The transport keeps a snapshot transfer alive.
 - the Raft port is protected by `password` (PySyncObj unpickles what peers send).
 
 The log itself (entries, term, vote) lives in our DurableJournal (raftchroma/journal.py:
@@ -21,26 +24,29 @@ because PySyncObj's own journal never fsyncs.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import pysyncobj.syncobj as _pysyncobj_core
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import MemoryJournal
+from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
+from raftchroma import snapshot
 from raftchroma.config import ClusterConfig, NodeConfig
 from raftchroma.journal import DurableJournal
 
 log = logging.getLogger(__name__)
 
 EntryHandler = Callable[[int, bytes], None]
+SNAPSHOT_FILE_NAME = "raft.snapshot"
 ProposeCallback = Callable[[Any, int], None]
-
-_NEVER = 10 ** 12  # entries / seconds: "do not compact" until snapshots exist
 
 # PySyncObj's failure codes, split by what they tell the client.
 DEFINITE_FAILURES = frozenset({
@@ -62,7 +68,20 @@ class RaftStatus:
     leader_connected: bool  # a follower cannot forward to a leader it is not connected to
 
 
-class FaultInjectingTransport(TCPTransport):
+class RaftchromaTransport(TCPTransport):
+    """EXTENSION of PySyncObj 0.3.17's TCP transport: while a follower receives a snapshot it
+    answers nothing until the last chunk, so the leader dropped the connection after
+    `connectionTimeout` and restarted the transfer from zero, forever for large snapshots.
+    The follower now answers every chunk with a keepalive (a message type PySyncObj ignores),
+    which keeps the leader's side of the connection alive."""
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        super()._onMessageReceived(node, message)
+        if message.get("type") == "append_entries" and message.get("serialized") is not None:
+            self.send(node, {"type": "raftchroma_keepalive"})
+
+
+class FaultInjectingTransport(RaftchromaTransport):
     """TEST ONLY (enabled by `raftchroma serve --fault-injection`): PySyncObj's TCP transport,
     plus a set of blocked peer addresses whose messages are dropped in both directions. This
     is how jepsen-lite partitions a cluster on one machine without root: PySyncObj identifies
@@ -114,9 +133,10 @@ def _create_journal(journal_file: str | None = None) -> object:
 _pysyncobj_core.createJournal = _create_journal
 
 
-def build_conf(config: ClusterConfig, node: NodeConfig) -> SyncObjConf:
+def build_conf(config: ClusterConfig, node: NodeConfig, hooks: dict[str, Any] | None = None) -> SyncObjConf:
     tuning = config.raft
     return SyncObjConf(
+        **(hooks or {}),
         password=config.password,
         autoTick=True,
         appendEntriesUseBatch=False,
@@ -130,32 +150,106 @@ def build_conf(config: ClusterConfig, node: NodeConfig) -> SyncObjConf:
         connectionRetryTime=0.5,
         leaderFallbackTimeout=tuning.election_timeout_max_s * 2,
         commandsWaitLeader=False,
-        logCompactionMinEntries=_NEVER,
-        logCompactionMinTime=_NEVER,
+        logCompactionMinEntries=tuning.snapshot_min_entries,
+        logCompactionMinTime=tuning.snapshot_interval_s,
+        logCompactionBatchSize=tuning.snapshot_chunk_bytes,
+        fullDumpFile=str(Path(node.data_dir) / SNAPSHOT_FILE_NAME),
+        useFork=False,
         journalFile=str(Path(node.data_dir) / JOURNAL_FILE_NAME),
+        bindAddress=node.raft_address,  # only the configured interface, not 0.0.0.0
+        dnsCacheTime=5.0,  # containers come back with new addresses
+        dnsFailCacheTime=1.0,
         dynamicMembershipChange=False,
     )
+
+
+class SnapshotHooks(Protocol):
+    """What the node provides for snapshots (see node.py)."""
+
+    def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None:
+        """Queue a snapshot of the store as of `raft_meta["index"]`; call `snapshot_done` later."""
+
+    def install_snapshot(self, path: Path) -> dict[str, Any]:
+        """Verify the snapshot at `path`, queue its install, and return its raft meta."""
 
 
 class Replication:
     """A node's Raft participant. Thread-safe; callbacks arrive on PySyncObj's tick thread."""
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler,
-                 fault_injection: bool = False) -> None:
+                 fault_injection: bool = False, snapshots: SnapshotHooks | None = None) -> None:
         self._address_to_id = {n.raft_address: n.id for n in config.nodes}
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
-        self._transport_class = type("NodeTransport", (FaultInjectingTransport,), {}) if fault_injection else None
+        self._transport_class: type = type(
+            "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,), {})
+        self._fault_injection = fault_injection
         self._node = node
-        peers = [n.raft_address for n in config.peers_of(node.id)]
+        self._snapshots = snapshots
+        self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._snapshot_lock = threading.Lock()
+        self._min_entries = config.raft.snapshot_min_entries
+        self._status_lock = threading.Lock()
         Path(node.data_dir).mkdir(parents=True, exist_ok=True)
         if config.password is None:
             log.warning("no Raft password set: anyone who can reach %s can act as a cluster member; "
                         "set [cluster] password or RAFTCHROMA_PASSWORD and keep the port private", node.raft_address)
-        conf = build_conf(config, node)
-        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry,
-                                   self._transport_class or TCPTransport)
+        self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
+        if self.snapshot_path.exists():
+            snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
+        conf = build_conf(config, node, self._snapshot_conf() if snapshots is not None else None)
+        peers = [n.raft_address for n in config.peers_of(node.id)]
+        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class)
         self._journal = _opened_journals.pop(conf.journalFile)
-        self._status_lock = threading.Lock()
+
+    # ---------------------------------------------------------- snapshots
+
+    def _snapshot_conf(self) -> dict[str, Any]:
+        return {"serializer": self._serialize, "deserializer": self._deserialize,
+                "serializeChecker": self._check_snapshot}
+
+    def _serialize(self, tmp_path: str, raft_data: tuple[Any, Any, Any]) -> None:
+        """PySyncObj's serializer hook (tick thread): only queue the work, never do it here."""
+        last, prev, cluster = raft_data
+        if self._defer_compaction(prev[1]):
+            self._set_snapshot_state(SERIALIZER_STATE.FAILED)
+            return
+        self._set_snapshot_state(SERIALIZER_STATE.SERIALIZING)
+        meta = {"index": last[1], "term": last[2], "last": _entry_to_json(last), "prev": _entry_to_json(prev),
+                "cluster": sorted(n.address for n in cluster)}
+        final_path = Path(tmp_path[: -len(".tmp")] if tmp_path.endswith(".tmp") else tmp_path)
+        self._snapshots.request_snapshot(final_path, meta)
+
+    def snapshot_done(self, ok: bool) -> None:
+        self._set_snapshot_state(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)
+
+    def _set_snapshot_state(self, state: int) -> None:
+        with self._snapshot_lock:
+            self._snapshot_state = state
+
+    def _check_snapshot(self) -> int:
+        """PySyncObj's serializeChecker hook: report a finished snapshot once, then idle."""
+        with self._snapshot_lock:
+            state = self._snapshot_state
+            if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+                self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+            return state
+
+    def _defer_compaction(self, compact_to_index: int) -> bool:
+        """A leader does not compact past a connected follower that is merely a little behind,
+        so that an in-sync follower is never pushed into a full snapshot install (hazard 7)."""
+        raw = self._raft.getStatus()
+        if raw.get("state") != 2 or raw.get("log_len", 0) >= 4 * self._min_entries:
+            return False
+        for address in self._id_to_address.values():
+            connected = raw.get("partner_node_status_server_" + address) == 2
+            if connected and raw.get("match_idx_server_" + address, 0) < compact_to_index:
+                return True
+        return False
+
+    def _deserialize(self, path: str) -> tuple[Any, Any, Any]:
+        """PySyncObj's deserializer hook (tick thread): verify and queue; the applier installs."""
+        meta = self._snapshots.install_snapshot(Path(path))
+        return _entry_from_json(meta["last"]), _entry_from_json(meta["prev"]), {TCPNode(a) for a in meta["cluster"]}
 
     @property
     def journal_bytes(self) -> int:
@@ -192,7 +286,7 @@ class Replication:
 
     def block_peers(self, node_ids: list[str]) -> None:
         """TEST ONLY: drop all Raft traffic with these peers (replaces the previous set)."""
-        if self._transport_class is None:
+        if not self._fault_injection:
             raise RuntimeError("fault injection is not enabled on this node")
         unknown = [n for n in node_ids if n not in self._id_to_address]
         if unknown:
@@ -200,7 +294,7 @@ class Replication:
         self._transport_class.blocked = frozenset(self._id_to_address[n] for n in node_ids)
 
     def blocked_peers(self) -> list[str]:
-        if self._transport_class is None:
+        if not self._fault_injection:
             return []
         return sorted(self._address_to_id[a] for a in self._transport_class.blocked)
 
@@ -214,3 +308,21 @@ class Replication:
 FAIL_REASON_NAMES = {
     value: name for name, value in vars(FAIL_REASON).items() if name.isupper() and isinstance(value, int)
 }
+
+
+def _entry_to_json(entry: tuple[bytes, int, int]) -> list[Any]:
+    return [base64.b64encode(bytes(entry[0])).decode(), entry[1], entry[2]]
+
+
+def _entry_from_json(raw: list[Any]) -> tuple[bytes, int, int]:
+    return base64.b64decode(raw[0]), int(raw[1]), int(raw[2])
+
+
+class _QuietDeferredCompaction(logging.Filter):
+    """A deferred compaction is reported to PySyncObj as a failed one; don't log it as a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Failed to store full dump"
+
+
+logging.getLogger("pysyncobj.syncobj").addFilter(_QuietDeferredCompaction())

@@ -15,6 +15,7 @@ The store is derived state: it is rebuilt from the Raft log (see docs/ARCHITECTU
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,12 +23,13 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import chromadb_rust_bindings as _bindings
 import numpy as np
 from chromadb import errors as chroma_errors
 
+from raftchroma import snapshot
 from raftchroma.command import unpack_embeddings
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ class Store:
         self._collections: dict[str, CollectionRef] = {}
         self._local_to_api: dict[str, str] = {}
         self._database_ids: dict[str, str] = {DEFAULT_DATABASE_ID: DEFAULT_DATABASE_ID}
+        self._swap = threading.Condition()  # readers vs. a snapshot install swapping the store
+        self._readers = 0
+        self._swapping = False
         self._bindings = self._open(wipe=True)
 
     def _open(self, wipe: bool) -> Any:
@@ -91,6 +96,53 @@ class Store:
             allow_reset=True, sqlite_db_config=sqlite,
             persist_path=str(self._chroma_dir), hnsw_cache_size=1000,
         )
+
+    # -------------------------------------------------------------- snapshots
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Held by every read, so that a snapshot install never swaps the store under one."""
+        with self._swap:
+            while self._swapping:
+                self._swap.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._swap:
+                self._readers -= 1
+                self._swap.notify_all()
+
+    def write_snapshot(self, path: Path, header: dict[str, Any]) -> None:
+        """Write the store as one snapshot file. Call only from the applier thread, between
+        entries: no write is in flight, so the files on disk are a consistent image."""
+        with self._lock:
+            maps = {"collections": {k: [r.local_id, r.tenant, r.database] for k, r in self._collections.items()},
+                    "database_ids": dict(self._database_ids)}
+        snapshot.write_snapshot(path, self._chroma_dir, dict(header, store=maps))
+
+    def install_snapshot(self, path: Path, header: dict[str, Any]) -> None:
+        """Replace the whole store with the snapshot's (applier thread only)."""
+        with self._swap:
+            self._swapping = True
+            while self._readers:
+                self._swap.wait()
+        try:
+            self._bindings = None
+            shutil.rmtree(self._chroma_dir, ignore_errors=True)
+            snapshot.extract(path, header, self._chroma_dir)
+            self._load_maps(header["store"])
+            self._bindings = self._open(wipe=False)
+        finally:
+            with self._swap:
+                self._swapping = False
+                self._swap.notify_all()
+
+    def _load_maps(self, maps: dict[str, Any]) -> None:
+        with self._lock:
+            self._collections = {k: CollectionRef(*v) for k, v in maps["collections"].items()}
+            self._local_to_api = {ref.local_id: k for k, ref in self._collections.items()}
+            self._database_ids = dict(maps["database_ids"])
 
     # ------------------------------------------------------------------ apply
 

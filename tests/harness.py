@@ -177,7 +177,11 @@ class Cluster:
         return "\n".join(out)
 
 
-def make_cluster(root: Path, size: int = 3, cluster_keys: str = "", raft_keys: str = "",
+# Generous bounds: CI runs several 3-node clusters at once on 2 cores.
+DEFAULT_CLUSTER_KEYS = "write_timeout_s = 30.0\nread_timeout_s = 30.0"
+
+
+def make_cluster(root: Path, size: int = 3, cluster_keys: str = DEFAULT_CLUSTER_KEYS, raft_keys: str = "",
                  serve_args: tuple[str, ...] = (), allow_reset: bool = True) -> Cluster:
     ports = free_ports(size * 2)
     nodes = {}

@@ -85,7 +85,7 @@ def test_no_quorum_fails_writes_and_linearizable_reads_within_bound(fresh_cluste
                            {"ids": ["q"], "embeddings": [[1.0]]}, timeout_s=60)
     write_s = time.monotonic() - started
     assert (status, body["error"]) in {(503, "NoQuorum"), (504, "WriteOutcomeUnknown")}, body
-    assert write_s < 30
+    assert write_s < 45  # write_timeout_s (30 s in tests) plus slack
     status, _, body = http("GET", f"{url}{SCOPE}/collections/{col['id']}/count", headers=LIN, timeout_s=60)
     assert (status, body["error"]) == (503, "NoQuorum"), body
     status, _, body = http("GET", f"{url}{SCOPE}/collections/{col['id']}/count",
