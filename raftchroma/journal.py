@@ -97,10 +97,17 @@ class DurableJournal:
     # ------------------------------------------------------------- writing
 
     def _append(self, record: list[Any], durable: bool = True) -> None:
+        """Append one record; on failure (disk full) cut the file back so no torn record stays."""
         payload = msgpack.packb(record, use_bin_type=True)
-        self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-        if durable:
-            self._fsync(self._file.fileno())
+        offset = self._file.tell()
+        try:
+            self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+            if durable:
+                self._fsync(self._file.fileno())
+        except OSError:
+            self._file.truncate(offset)
+            self._file.seek(offset)
+            raise
 
     def _write_fresh(self, path: Path, entries: list[tuple[bytes, int, int]]) -> None:
         """Write a complete journal to `path` atomically (temp file, fsync, rename, fsync dir)."""

@@ -28,12 +28,15 @@ from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_req
 from raftchroma.config import ClusterConfig, NodeConfig
 from raftchroma.errors import ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SUCCESS, Replication
-from raftchroma.store import Result, Store
+from raftchroma.store import Result, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 EXIT_CORRUPT_LOG = 70
+EXIT_INSTALL_FAILED = 71
 _LEADER_POLL_S = 0.02
+_APPLY_RETRY_MIN_S = 0.05
+_APPLY_RETRY_MAX_S = 2.0
 
 
 class EntryTooLarge(ApiError):
@@ -64,6 +67,7 @@ class Node:
         self._install_generation = 0
         self.snapshot_index = 0
         self.snapshot_installs = 0
+        self.apply_error: str | None = None
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
 
     # --------------------------------------------------------------- lifecycle
@@ -124,9 +128,25 @@ class Node:
             log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
             os._exit(EXIT_CORRUPT_LOG)
         for op in ops:
-            result = self.store.apply(op)
+            result = self._apply_until_done(op, index)
             self._resolve(op.get("rid"), index, result)
         self._set_applied(index)
+
+    def _apply_until_done(self, op: dict[str, Any], index: int) -> Result:
+        """A committed op must be applied here eventually: retry environmental failures
+        (disk full...) with backoff instead of recording a result the other replicas lack."""
+        delay_s = _APPLY_RETRY_MIN_S
+        while True:
+            try:
+                result = self.store.apply(op)
+                self.apply_error = None
+                return result
+            except StoreUnavailable as exc:
+                if self.apply_error != str(exc):
+                    log.error("cannot apply entry %d, will retry until it succeeds: %s", index, exc)
+                self.apply_error = str(exc)
+                time.sleep(delay_s)  # backoff while the disk is full, not synchronisation
+                delay_s = min(delay_s * 2, _APPLY_RETRY_MAX_S)
 
     def _set_applied(self, index: int) -> None:
         self.applied_index = index
@@ -148,7 +168,11 @@ class Node:
 
     def _install(self, pinned: Path, header: dict[str, Any], generation: int) -> None:
         started = time.monotonic()
-        self.store.install_snapshot(pinned, header)
+        try:
+            self.store.install_snapshot(pinned, header)
+        except OSError as exc:  # e.g. disk full: the store is gone; restart and install again
+            log.critical("installing the snapshot at index %d failed (%s); stopping the node", header["index"], exc)
+            os._exit(EXIT_INSTALL_FAILED)
         pinned.unlink(missing_ok=True)
         self.snapshot_index = header["index"]
         self.snapshot_installs += 1
@@ -301,6 +325,7 @@ class Node:
             "has_quorum": raft.has_quorum,
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
+            "apply_error": self.apply_error,
             "blocked_peers": self.replication.blocked_peers(),
         }
 

@@ -50,6 +50,16 @@ class _HashingWriter:
 def write_snapshot(path: Path, store_dir: Path, header: dict[str, Any], fsync: Any = os.fsync) -> None:
     """Write `store_dir` and `header` as one snapshot file at `path`, atomically."""
     tmp = path.with_name(path.name + ".writing")
+    try:
+        _write_file(tmp, store_dir, header, fsync)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    _fsync_dir(path.parent, fsync)
+
+
+def _write_file(tmp: Path, store_dir: Path, header: dict[str, Any], fsync: Any) -> None:
     with open(tmp, "wb") as out:
         writer = _HashingWriter(out)
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
@@ -60,8 +70,6 @@ def write_snapshot(path: Path, store_dir: Path, header: dict[str, Any], fsync: A
         out.write(encoded + _LEN.pack(len(encoded)) + MAGIC)
         out.flush()
         fsync(out.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent, fsync)
 
 
 def read_header(path: Path, verify: bool = True) -> dict[str, Any]:

@@ -61,6 +61,16 @@ def not_found_collection(collection_id: str, dot: bool = True) -> Result:
     return error(404, "NotFoundError", f"Collection [{collection_id}] does not exist{'.' if dot else ''}")
 
 
+class StoreUnavailable(Exception):
+    """The store cannot apply right now (disk full, I/O error); the op must be retried."""
+
+
+def is_environmental(exc: Exception) -> bool:
+    """Chroma reports disk-full and I/O failures as InternalError; of its InternalErrors only
+    the unique-name violation (rename onto an existing name) is a deterministic outcome."""
+    return isinstance(exc, chroma_errors.InternalError) and "UNIQUE constraint failed" not in exc.message()
+
+
 @dataclass(frozen=True)
 class CollectionRef:
     local_id: str
@@ -147,14 +157,20 @@ class Store:
     # ------------------------------------------------------------------ apply
 
     def apply(self, op: dict[str, Any]) -> Result:
-        """Apply one replicated op. Never raises for anything Chroma can say."""
+        """Apply one replicated op. Chroma's deterministic errors are results; an environmental
+        failure (disk full, I/O error) raises StoreUnavailable, and the caller must retry the
+        same op: returning it as a result would make this replica differ from the others."""
         handler = _APPLY.get(op["kind"])
         if handler is None:
             return error(500, "InternalError", f"unknown op kind {op['kind']}")
         try:
             return handler(self, op)
         except chroma_errors.ChromaError as exc:
+            if is_environmental(exc):
+                raise StoreUnavailable(f"{op['kind']}: {exc.message()}") from exc
             return chroma_error_result(exc)
+        except OSError as exc:
+            raise StoreUnavailable(f"{op['kind']}: {exc}") from exc
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             log.warning("apply of %s rejected: %r", op["kind"], exc)
             return error(400, "InvalidArgumentError", str(exc))
