@@ -65,10 +65,20 @@ class StoreUnavailable(Exception):
     """The store cannot apply right now (disk full, I/O error); the op must be retried."""
 
 
+ENVIRONMENTAL_MARKERS = (
+    "disk is full", "no space left", "i/o error", "disk i/o", "error in compaction", "purging logs",
+    "failed to apply logs", "database is locked", "readonly database", "too many open files", "out of memory",
+)
+
+
 def is_environmental(exc: Exception) -> bool:
-    """Chroma reports disk-full and I/O failures as InternalError; of its InternalErrors only
-    the unique-name violation (rename onto an existing name) is a deterministic outcome."""
-    return isinstance(exc, chroma_errors.InternalError) and "UNIQUE constraint failed" not in exc.message()
+    """Whether Chroma's error says the machine failed (disk full, I/O) rather than the request.
+
+    An allowlist: Chroma reports both kinds as InternalError (a duplicate name is an
+    InternalError "... already exists"), and treating a deterministic answer as environmental
+    would retry that entry forever on every replica and wedge the cluster."""
+    message = (exc.message() if isinstance(exc, chroma_errors.ChromaError) else str(exc)).lower()
+    return isinstance(exc, chroma_errors.InternalError) and any(m in message for m in ENVIRONMENTAL_MARKERS)
 
 
 @dataclass(frozen=True)

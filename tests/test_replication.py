@@ -143,3 +143,21 @@ def test_converged_digests_after_mixed_writes(cluster: Cluster) -> None:
     d = digests(cluster)
     assert d[0] == d[1] == d[2]
     assert str(col.id) in d[0]
+
+
+def test_cluster_keeps_going_after_duplicate_creates(cluster: Cluster) -> None:
+    """Regression: a duplicate tenant, database or collection is an answer, not a store failure."""
+    client = cluster.node("n1").client()
+    client.create_collection("dupe-me")
+    for _ in range(2):
+        with pytest.raises(chromadb.errors.ChromaError, match="already exists"):
+            client.create_collection("dupe-me")
+    status, _, body = http("POST", cluster.node("n2").url + "/api/v2/tenants", {"name": "default_tenant"})
+    assert (status, body["error"]) == (409, "ChromaError")
+    status, _, body = http("POST", cluster.node("n3").url + "/api/v2/tenants/default_tenant/databases",
+                           {"name": "default_database"})
+    assert (status, body["error"]) == (409, "ChromaError")
+    after = cluster.node("n3").client().create_collection("after-dupes")
+    after.add(ids=["x"], embeddings=[[1.0]])
+    assert cluster.node("n2").client().get_collection("after-dupes").count() == 1
+    assert all(cluster.node(n).status()["apply_error"] is None for n in cluster.nodes)
