@@ -17,16 +17,15 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 from aiohttp import web
 
-from raftchroma.command import pack_embeddings
-from raftchroma.errors import ApiError, InvalidArgument
+from raftchroma.errors import ApiError, InvalidArgument, result_error
 from raftchroma.http import parse
 from raftchroma.node import Node
-from raftchroma.store import CHROMA_SERVER_VERSION, Result
+from raftchroma.store import CHROMA_SERVER_VERSION, Result, not_found_collection
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ MIN_INDEX_HEADER = "X-Raftchroma-Min-Index"
 INDEX_HEADER = "X-Raftchroma-Index"
 NODE_KEY = web.AppKey("node", Node)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,9 +79,10 @@ def node_of(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
-async def body_of(request: web.Request) -> dict[str, Any]:
+async def body_as(request: web.Request, spec: parse.Struct) -> dict[str, Any]:
+    """Stage 1 of Chroma's checks: content type, then the body deserialized into `spec`."""
     parse.check_content_type(request.headers.get("Content-Type"))
-    return parse.parse_object(await request.read())
+    return parse.payload(await request.read(), spec)
 
 
 def read_options(request: web.Request) -> tuple[str, int | None]:
@@ -97,10 +98,13 @@ def read_options(request: web.Request) -> tuple[str, int | None]:
     return consistency, int(raw_index)
 
 
-async def do_read(request: web.Request, fn: Callable[[], Result]) -> web.Response:
+async def read_result(request: web.Request, fn: Callable[[], Result]) -> Result:
     consistency, min_index = read_options(request)
-    result = await node_of(request).read(consistency, min_index, fn)
-    return result_response(result)
+    return await node_of(request).read(consistency, min_index, fn)
+
+
+async def do_read(request: web.Request, fn: Callable[[], Result]) -> web.Response:
+    return result_response(await read_result(request, fn))
 
 
 async def do_write(request: web.Request, op: dict[str, Any]) -> web.Response:
@@ -112,17 +116,40 @@ def path_scope(request: web.Request) -> tuple[str, str]:
     return request.match_info["tenant"], request.match_info["database"]
 
 
-def path_collection_id(request: web.Request) -> str:
-    return parse.collection_id(request.match_info["collection_id"])
+def path_collection_id(request: web.Request, by_id_route: bool = False) -> str:
+    return parse.collection_id(request.match_info["collection_id"], by_id_route)
 
 
-def query_int(request: web.Request, key: str) -> int | None:
-    raw = request.query.get(key)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise InvalidArgument(f"Invalid query parameter {key}: {raw!r}")
-    return int(raw)
+def query_params(request: web.Request, params: tuple[parse.QueryParam, ...]) -> dict[str, Any]:
+    return parse.query_params(request.query.items(), params)
+
+
+async def require_collection(request: web.Request, api_id: str) -> dict[str, Any]:
+    """The collection as this read sees it, or Chroma's 404 for the records routes."""
+    store, (tenant, database) = node_of(request).store, path_scope(request)
+    result = await read_result(request, lambda: store.get_collection_by_id(tenant, database, api_id))
+    if result.status == 404:
+        result = not_found_collection(api_id)
+    if not result.ok:
+        raise result_error(result.status, result.body["error"], result.body["message"])
+    return result.body
+
+
+async def checked(request: web.Request, api_id: str, check: Callable[[], T]) -> T:
+    """Stage 3 (the payload's own checks) with Chroma's precedence: it looks the collection up
+    first, so a missing collection (404) and then a wrong dimension beat the payload's errors.
+    Only a failing request pays for the lookup."""
+    try:
+        return check()
+    except parse.LengthMismatch as exc:
+        expected = (await require_collection(request, api_id))["dimension"]
+        if expected is not None and exc.dimension is not None and exc.dimension != expected:
+            raise InvalidArgument(
+                f"Collection expecting embedding with dimension of {expected}, got {exc.dimension}") from None
+        raise
+    except ApiError:
+        await require_collection(request, api_id)
+        raise
 
 
 # ------------------------------------------------------------ system routes
@@ -155,6 +182,8 @@ async def reset(request: web.Request) -> web.Response:
 
 
 async def v1_gone(request: web.Request) -> web.Response:
+    if request.method == "POST":  # Chroma routes every v1 method but POST to this answer
+        return web.Response(status=405)
     return json_response({"error": "Unimplemented", "message": "The v1 API is deprecated. Please use /v2 apis"}, 410)
 
 
@@ -162,10 +191,7 @@ async def v1_gone(request: web.Request) -> web.Response:
 
 
 async def create_tenant(request: web.Request) -> web.Response:
-    name = parse.string(await body_of(request), "name")
-    if len(name) < 3:
-        raise InvalidArgument(
-            f'Validation error: name: Validation error: length [{{"min": Number(3), "value": String("{name}")}}]')
+    name = parse.tenant_name((await body_as(request, parse.CREATE_TENANT))["name"])
     return await do_write(request, {"kind": "create_tenant", "name": name})
 
 
@@ -175,19 +201,18 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 
 async def update_tenant(request: web.Request) -> web.Response:
-    body = await body_of(request)
-    parse.string(body, "resource_name")
+    await body_as(request, parse.UPDATE_TENANT)
     return json_response({})  # local Chroma accepts and ignores it: no state changes
 
 
 async def list_databases(request: web.Request) -> web.Response:
     store, tenant = node_of(request).store, request.match_info["tenant"]
-    limit, offset = query_int(request, "limit"), query_int(request, "offset")
-    return await do_read(request, lambda: store.list_databases(tenant, limit, offset))
+    page = query_params(request, parse.PAGING)
+    return await do_read(request, lambda: store.list_databases(tenant, page["limit"], page["offset"]))
 
 
 async def create_database(request: web.Request) -> web.Response:
-    name = parse.string(await body_of(request), "name")
+    name = parse.database_name((await body_as(request, parse.CREATE_DATABASE))["name"])
     op = {"kind": "create_database", "tenant": request.match_info["tenant"], "name": name,
           "database_id": str(uuid.uuid4())}
     return await do_write(request, op)
@@ -208,8 +233,8 @@ async def delete_database(request: web.Request) -> web.Response:
 
 async def list_collections(request: web.Request) -> web.Response:
     store, (tenant, database) = node_of(request).store, path_scope(request)
-    limit, offset = query_int(request, "limit"), query_int(request, "offset") or 0
-    return await do_read(request, lambda: store.list_collections(tenant, database, limit, offset))
+    page = query_params(request, parse.PAGING)
+    return await do_read(request, lambda: store.list_collections(tenant, database, page["limit"], page["offset"] or 0))
 
 
 async def count_collections(request: web.Request) -> web.Response:
@@ -217,17 +242,17 @@ async def count_collections(request: web.Request) -> web.Response:
     return await do_read(request, lambda: store.count_collections(tenant, database))
 
 
+def json_text(value: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(value).decode() if value is not None else None
+
+
 async def create_collection(request: web.Request) -> web.Response:
-    body = await body_of(request)
+    body = await body_as(request, parse.CREATE_COLLECTION)
     tenant, database = path_scope(request)
-    configuration, schema = parse.obj(body, "configuration"), parse.obj(body, "schema")
     op = {
-        "kind": "create_collection", "tenant": tenant, "database": database,
-        "name": parse.string(body, "name"),
-        "metadata": parse.metadata(body.get("metadata"), "metadata"),
-        "configuration_json": orjson.dumps(configuration).decode() if configuration is not None else None,
-        "schema_json": orjson.dumps(schema).decode() if schema is not None else None,
-        "get_or_create": parse.boolean(body, "get_or_create", False),
+        "kind": "create_collection", "tenant": tenant, "database": database, "name": body["name"],
+        "metadata": body["metadata"], "configuration_json": json_text(body["configuration"]),
+        "schema_json": json_text(body["schema"]), "get_or_create": body["get_or_create"],
         "collection_id": str(uuid.uuid4()),
     }
     return await do_write(request, op)
@@ -241,20 +266,17 @@ async def get_collection(request: web.Request) -> web.Response:
 
 async def get_collection_by_id(request: web.Request) -> web.Response:
     store, (tenant, database) = node_of(request).store, path_scope(request)
-    api_id = path_collection_id(request)
+    api_id = path_collection_id(request, by_id_route=True)
     return await do_read(request, lambda: store.get_collection_by_id(tenant, database, api_id))
 
 
 async def update_collection(request: web.Request) -> web.Response:
-    body = await body_of(request)
+    body = await body_as(request, parse.UPDATE_COLLECTION)
     tenant, database = path_scope(request)
-    configuration = parse.obj(body, "new_configuration")
     op = {
         "kind": "update_collection", "tenant": tenant, "database": database,
-        "collection_id": path_collection_id(request),
-        "new_name": parse.string(body, "new_name", optional=True),
-        "new_metadata": parse.metadata(body.get("new_metadata"), "new_metadata"),
-        "new_configuration_json": orjson.dumps(configuration).decode() if configuration is not None else None,
+        "collection_id": path_collection_id(request), "new_name": body["new_name"],
+        "new_metadata": body["new_metadata"], "new_configuration_json": json_text(body["new_configuration"]),
     }
     return await do_write(request, op)
 
@@ -269,99 +291,71 @@ async def delete_collection(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ records
 
 
-def record_op(kind: str, body: dict[str, Any], embeddings_optional: bool) -> dict[str, Any]:
-    ids = parse.string_list(body, "ids", optional=False)
-    vectors = parse.embeddings(body, "embeddings", optional=embeddings_optional)
-    metadatas = parse.metadatas(body, "metadatas")
-    documents = parse.optional_strings(body, "documents")
-    uris = parse.optional_strings(body, "uris")
-    parse.check_lengths(ids, vectors, metadatas, documents, uris)
-    packed = pack_embeddings(vectors) if vectors is not None and len(vectors) else None
-    return {"kind": kind, "ids": ids, "embeddings": packed, "metadatas": metadatas, "documents": documents, "uris": uris}
-
-
-def records_handler(kind: str, embeddings_optional: bool) -> Handler:
+def records_handler(kind: str, spec: parse.Struct) -> Handler:
     async def handle(request: web.Request) -> web.Response:
-        body = await body_of(request)
+        body = await body_as(request, spec)
         tenant, database = path_scope(request)
-        op = record_op(kind, body, embeddings_optional)
-        op.update(tenant=tenant, database=database, collection_id=path_collection_id(request))
-        return await do_write(request, op)
+        api_id = path_collection_id(request)
+        fields = await checked(request, api_id, lambda: parse.records(body, kind))
+        return await do_write(request, {"kind": kind, "tenant": tenant, "database": database,
+                                        "collection_id": api_id, **fields})
     return handle
 
 
 async def delete_records(request: web.Request) -> web.Response:
-    body = await body_of(request)
+    body = await body_as(request, parse.DELETE)
     tenant, database = path_scope(request)
-    op = {
-        "kind": "delete_records", "tenant": tenant, "database": database,
-        "collection_id": path_collection_id(request),
-        "ids": parse.string_list(body, "ids", optional=True),
-        "where": parse.where(body, "where"), "where_document": parse.where(body, "where_document"),
-        "limit": parse.u32(body, "limit"),
-    }
+    api_id = path_collection_id(request)
+    req = await checked(request, api_id, lambda: parse.delete_request(body))
+    op = {"kind": "delete_records", "tenant": tenant, "database": database, "collection_id": api_id,
+          "ids": req["ids"], "where": req["where"], "where_document": req["where_document"], "limit": req["limit"]}
     return await do_write(request, op)
 
 
 async def get_records(request: web.Request) -> web.Response:
-    body = await body_of(request)
+    body = await body_as(request, parse.GET)
     store, (tenant, database) = node_of(request).store, path_scope(request)
-    req = {
-        "ids": parse.string_list(body, "ids", optional=True),
-        "where": parse.where(body, "where"), "where_document": parse.where(body, "where_document"),
-        "limit": parse.u32(body, "limit"), "offset": parse.u32(body, "offset"),
-        "include": parse.include(body, parse.GET_INCLUDE_DEFAULT),
-    }
     api_id = path_collection_id(request)
+    req = await checked(request, api_id, lambda: parse.get_request(body))
     return await do_read(request, lambda: store.get(tenant, database, api_id, req))
 
 
 async def query_records(request: web.Request) -> web.Response:
-    body = await body_of(request)
+    body = await body_as(request, parse.QUERY)
     store, (tenant, database) = node_of(request).store, path_scope(request)
-    n_results = parse.u32(body, "n_results")
-    req = {
-        "query_embeddings": parse.embeddings(body, "query_embeddings", optional=False),
-        "ids": parse.string_list(body, "ids", optional=True),
-        "where": parse.where(body, "where"), "where_document": parse.where(body, "where_document"),
-        "n_results": 10 if n_results is None else n_results,
-        "include": parse.include(body, parse.QUERY_INCLUDE_DEFAULT),
-    }
     api_id = path_collection_id(request)
+    req = await checked(request, api_id, lambda: parse.query_request(body))
     return await do_read(request, lambda: store.query(tenant, database, api_id, req))
 
 
 async def count_records(request: web.Request) -> web.Response:
     store, (tenant, database) = node_of(request).store, path_scope(request)
     api_id = path_collection_id(request)
+    query_params(request, parse.READ_LEVEL)  # validated as Chroma does; every read here sees the WAL
     return await do_read(request, lambda: store.count(tenant, database, api_id))
 
 
 # ------------------------------------------- routes local Chroma does not implement
 
 
-def not_implemented(message: str, status: int = 501, name: str = "ChromaError") -> Handler:
+def unsupported(message: str, status: int = 501, name: str = "ChromaError", spec: parse.Struct | None = None) -> Handler:
+    """A collection route local Chroma answers with an error once the body and collection check out."""
     async def handle(request: web.Request) -> web.Response:
-        if request.method == "POST" and request.can_read_body:
-            await body_of(request)
-        path_collection_id(request) if "collection_id" in request.match_info else None
+        if spec is not None:
+            await body_as(request, spec)
+        await require_collection(request, path_collection_id(request))
         return json_response({"error": name, "message": message}, status)
     return handle
 
 
-async def search(request: web.Request) -> web.Response:
-    parse.required(await body_of(request), "searches")
-    path_collection_id(request)
-    return json_response({"error": "ChromaError", "message":
-                          "Error executing plan: Not implemented: Search operation is not implemented for local executor"}, 501)
-
-
-async def attach_function(request: web.Request) -> web.Response:
-    body = await body_of(request)
-    for key in ("name", "function_id", "output_collection"):
-        parse.required(body, key)
-    return json_response({"error": "ChromaError", "message": "Tonic error: code: 'Operation is not implemented or not "
-                          "supported', message: \" Attached Function operations not yet implemented in SqliteSysDb\""}, 501)
+def not_implemented(message: str, status: int = 501, name: str = "ChromaError",
+                    spec: parse.Struct | None = None) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        if spec is not None:
+            await body_as(request, spec)
+        path_collection_id(request)
+        return json_response({"error": name, "message": message}, status)
+    return handle
 
 
 async def get_by_crn(request: web.Request) -> web.Response:
@@ -370,6 +364,7 @@ async def get_by_crn(request: web.Request) -> web.Response:
     if len(parts) != 3 or not all(parts):
         raise InvalidArgument("Validation error: crn: CRN must be in the format "
                               "<tenant_resource_name>:<database_name>:<collection_name> with non-empty parts")
+    # `chroma run` panics on a well-formed CRN (its local sysdb does not implement the lookup).
     raise ApiError("Getting a collection by CRN is not implemented for local chroma", status=501)
 
 
@@ -392,11 +387,28 @@ async def raft_digest(request: web.Request) -> web.Response:
     return result_response(result)
 
 
+async def test_partition(request: web.Request) -> web.Response:
+    """TEST ONLY: `{"blocked": ["n2", ...]}` drops Raft traffic with those peers; `[]` heals.
+    Answers 404 unless the node runs with `--fault-injection`."""
+    node = node_of(request)
+    if not node.fault_injection:
+        raise web.HTTPNotFound()
+    blocked = (await request.json()).get("blocked")
+    if not isinstance(blocked, list) or not all(isinstance(n, str) for n in blocked):
+        raise InvalidArgument("expected {\"blocked\": [node ids]}")
+    try:
+        node.replication.block_peers(blocked)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return json_response({"blocked": node.replication.blocked_peers()})
+
+
 def add_routes(app: web.Application) -> None:
     v2 = "/api/v2"
     scope = v2 + "/tenants/{tenant}/databases/{database}"
-    col = scope + "/collections/{collection_id}"
+    col = scope + "/collections/{collection_id:[^/]+}"  # aiohttp's default excludes braces; Chroma takes "{uuid}"
     r = app.router
+    r.add_get(v2, heartbeat)
     r.add_get(v2 + "/heartbeat", heartbeat)
     r.add_get(v2 + "/version", version)
     r.add_get(v2 + "/healthcheck", healthcheck)
@@ -414,28 +426,34 @@ def add_routes(app: web.Application) -> None:
     r.add_get(scope + "/collections", list_collections)
     r.add_post(scope + "/collections", create_collection)
     r.add_get(scope + "/collections_count", count_collections)
-    r.add_get(scope + "/collections/by-id/{collection_id}", get_collection_by_id)
+    r.add_get(scope + "/collections/by-id/{collection_id:[^/]+}", get_collection_by_id)
     r.add_get(col, get_collection)
     r.add_put(col, update_collection)
     r.add_delete(col, delete_collection)
-    r.add_post(col + "/add", records_handler("add", embeddings_optional=False))
-    r.add_post(col + "/upsert", records_handler("upsert", embeddings_optional=False))
-    r.add_post(col + "/update", records_handler("update", embeddings_optional=True))
+    r.add_post(col + "/add", records_handler("add", parse.ADD))
+    r.add_post(col + "/upsert", records_handler("upsert", parse.UPSERT))
+    r.add_post(col + "/update", records_handler("update", parse.UPDATE))
     r.add_post(col + "/delete", delete_records)
     r.add_post(col + "/get", get_records)
     r.add_post(col + "/query", query_records)
     r.add_get(col + "/count", count_records)
-    r.add_post(col + "/search", search)
-    r.add_post(col + "/fork", not_implemented("Collection forking is unsupported for local chroma"))
-    r.add_get(col + "/fork_count", not_implemented("Count forks is unsupported for local chroma"))
-    r.add_get(col + "/indexing_status", not_implemented("Method scout_logs is not implemented", 500, "InternalError"))
-    r.add_post(col + "/functions/attach", attach_function)
+    r.add_post(col + "/search", unsupported(
+        "Error executing plan: Not implemented: Search operation is not implemented for local executor",
+        spec=parse.SEARCH))
+    r.add_post(col + "/fork", unsupported("Collection forking is unsupported for local chroma", spec=parse.FORK))
+    r.add_get(col + "/fork_count", unsupported("Count forks is unsupported for local chroma"))
+    r.add_get(col + "/indexing_status", unsupported("Method scout_logs is not implemented", 500, "InternalError"))
+    r.add_post(col + "/functions/attach", not_implemented(
+        "Tonic error: code: 'Operation is not implemented or not supported', message: \" Attached Function "
+        "operations not yet implemented in SqliteSysDb\"", spec=parse.ATTACH_FUNCTION))
     r.add_get(col + "/functions/{function_name}", not_implemented("Attached function not found", 404, "NotFoundError"))
     r.add_post(col + "/attached_functions/{name}/detach", not_implemented(
-        "Tonic error: code: 'Operation is not implemented or not supported', message: \"Not implemented\""))
-    r.add_route("*", "/api/v1/{tail:.*}", v1_gone)
+        "Tonic error: code: 'Operation is not implemented or not supported', message: \"Not implemented\"",
+        spec=parse.ANY_OBJECT))
+    r.add_route("*", "/api/v1/{tail:.+}", v1_gone)
     r.add_get("/raftchroma/status", raft_status)
     r.add_get("/raftchroma/digest", raft_digest)
+    r.add_post("/raftchroma/test/partition", test_partition)
 
 
 def build_app(node: Node) -> web.Application:

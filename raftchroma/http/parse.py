@@ -1,241 +1,698 @@
-"""Request bodies of the Chroma v2 API: parse and validate before anything is proposed.
+"""Request validation for the Chroma v2 API, in the order and words of `chroma run` 1.5.9.
 
-Owns: turning raw bytes into validated Python values, with the status and error name that
-`chroma run` 1.5.9 answers for each kind of bad input (400 for unparseable JSON and
-failed validation, 422 for JSON that does not fit the request type, 415 for a wrong
-content type). Pure functions: no I/O, no aiohttp.
+Owns: turning body bytes and query strings into validated Python values before anything is
+proposed. Chroma checks a request in three stages, and so do we:
 
-Where Chroma's message carries serde's " at line L column C" position, ours names the
-field but not the column (the conformance test compares with positions removed).
+1. deserialization (serde): 415 for a wrong content type, 400 `InvalidArgumentError` "Failed to
+   parse the request body as JSON: ..." for a syntax error, 422 `ChromaError` "Failed to
+   deserialize the JSON body into the target type: ..." for JSON that does not fit the payload
+   type. Errors come in document order, with serde_path_to_error's path ("ids[1]: ..."). Each
+   payload is declared below as a `Struct` of typed fields, as in Chroma's Rust types.
+2. the collection id in the path (400), then the collection lookup (404, done by the caller);
+3. the payload's own validation (`records`, `query_embeddings`, `where_clauses`): 400
+   `InvalidArgument`, raised only after the caller has confirmed the collection exists.
+
+Serde's " at line L column C" suffix is not reproduced (the conformance test strips it).
+Pure functions: no I/O, no aiohttp.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import re
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 
+from raftchroma.command import pack_embeddings
 from raftchroma.errors import ApiError, InvalidArgument, Unprocessable
+from raftchroma.http import jsonbody
+from raftchroma.http.jsonbody import Path, SyntaxMark, find_mark, prefixed
 
 INCLUDE_VALUES = ("distances", "documents", "embeddings", "metadatas", "uris")
-GET_INCLUDE_DEFAULT = ["metadatas", "documents"]
-QUERY_INCLUDE_DEFAULT = ["metadatas", "documents", "distances"]
+GET_INCLUDE_DEFAULT = ("documents", "metadatas")
+QUERY_INCLUDE_DEFAULT = ("documents", "metadatas", "distances")
 U32_MAX = 2 ** 32 - 1
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+I64_MIN, I64_MAX, U64_MAX = -2 ** 63, 2 ** 63 - 1, 2 ** 64 - 1
+_UUID_RE = re.compile(r"^(urn:uuid:)?(\{)?[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\3[0-9a-fA-F]{4}\3[0-9a-fA-F]{4}\3"
+                      r"[0-9a-fA-F]{12}(?(2)\})$")
+
+
+class LengthMismatch(InvalidArgument):
+    """Raised after Chroma's dimension check: a wrong dimension is reported before it."""
+
+    def __init__(self, dimension: int | None) -> None:
+        super().__init__("Inconsistent number of IDs, embeddings, documents, URIs and metadatas")
+        self.dimension = dimension  # of the request's embeddings, for the caller's dimension check
+
+
+def syntax_error(mark: SyntaxMark) -> ApiError:
+    return InvalidArgument(f"Failed to parse the request body as JSON: {prefixed(mark.path, mark.message)}")
+
+
+def data_error(path: Path, detail: str) -> ApiError:
+    return Unprocessable(prefixed(path, detail))
 
 
 def check_content_type(content_type: str | None) -> None:
+    """Chroma accepts a missing Content-Type and rejects any other than JSON."""
     if content_type and content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError("Expected request with `Content-Type: application/json`", status=415, name="ChromaError")
 
 
-def parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"Failed to parse the request body as JSON: {exc}") from None
-    except json.JSONDecodeError as exc:
-        detail = "EOF while parsing a value" if not raw.strip() else exc.msg
-        raise InvalidArgument(
-            f"Failed to parse the request body as JSON: {detail} at line {exc.lineno} column {exc.colno - 1}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"invalid number {name}", name, 0)
-
-
-def parse_object(raw: bytes) -> dict[str, Any]:
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise Unprocessable(f"invalid type: {_json_kind(body)}, expected a struct")
-    return body
-
-
-def collection_id(value: str) -> str:
-    """A collection id from a URL path, canonical lower-case hyphenated."""
+def collection_id(value: str, by_id_route: bool = False) -> str:
+    """A collection id from a URL path (any form Rust's Uuid::parse_str takes), canonical."""
     if not _UUID_RE.match(value):
+        if by_id_route:
+            raise InvalidArgument("Validation error: collection_id: Invalid collection ID format, expected UUID")
         raise InvalidArgument("Collection ID is not a valid UUIDv4")
     return str(uuid.UUID(value))
 
 
-# ------------------------------------------------------------------ fields
+# ------------------------------------------------------------ value types
 
 
-def required(body: dict[str, Any], key: str) -> Any:
-    if key not in body:
-        raise Unprocessable(f"missing field `{key}`")
-    return body[key]
-
-
-def string(body: dict[str, Any], key: str, optional: bool = False) -> str | None:
-    value = body.get(key) if optional else required(body, key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected a string")
-    return value
-
-
-def boolean(body: dict[str, Any], key: str, default: bool) -> bool:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected a boolean")
-    return value
-
-
-def u32(body: dict[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected u32")
-    if not 0 <= value <= U32_MAX:
-        raise Unprocessable(f"{key}: invalid value: integer `{value}`, expected u32")
-    return value
-
-
-def obj(body: dict[str, Any], key: str) -> dict[str, Any] | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, dict):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected a map")
-    return value
-
-
-def string_list(body: dict[str, Any], key: str, optional: bool) -> list[str] | None:
-    value = body.get(key) if optional else required(body, key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, list):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected a sequence")
-    for item in value:
-        if not isinstance(item, str):
-            raise Unprocessable(f"{key}: invalid type: {_json_kind(item)}, expected a string")
-    return value
-
-
-def optional_strings(body: dict[str, Any], key: str) -> list[str | None] | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected a sequence")
-    for item in value:
-        if item is not None and not isinstance(item, str):
-            raise Unprocessable(f"{key}: invalid type: {_json_kind(item)}, expected a string")
-    return value
-
-
-def metadata(value: Any, where: str) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise Unprocessable(f"{where}: invalid type: {_json_kind(value)}, expected a map")
-    for key, item in value.items():
-        if not _metadata_value_ok(item):
-            raise Unprocessable(f"{where}.{key}: data did not match any variant of untagged enum MetadataValue")
-    return value
-
-
-def metadatas(body: dict[str, Any], key: str) -> list[dict[str, Any] | None] | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise Unprocessable(f"{key}: invalid type: {_json_kind(value)}, expected a sequence")
-    return [metadata(item, f"{key}[{i}]") for i, item in enumerate(value)]
-
-
-def _metadata_value_ok(item: Any) -> bool:
-    if item is None or isinstance(item, (str, bool, int, float)):
-        return not (isinstance(item, float) and not math.isfinite(item))
-    if isinstance(item, list):
-        return all(isinstance(x, (str, bool, int, float)) for x in item)
-    return False
-
-
-def embeddings(body: dict[str, Any], key: str, optional: bool) -> np.ndarray | None:
-    """Float lists or base64 little-endian float32 strings, as one float32 matrix."""
-    value = body.get(key) if optional else required(body, key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, list):
-        raise Unprocessable(f"{key}: data did not match any variant of untagged enum EmbeddingsPayload")
-    if not value:
-        return np.zeros((0, 0), dtype="<f4")
-    if all(isinstance(v, str) for v in value):
-        rows = [_decode_base64_vector(v, key) for v in value]
-    elif all(isinstance(v, list) and all(_is_number(x) for x in v) for v in value):
-        rows = [np.asarray(v, dtype="<f4") for v in value]
-    else:
-        raise Unprocessable(f"{key}: data did not match any variant of untagged enum EmbeddingsPayload")
-    dims = {len(r) for r in rows}
-    if len(dims) != 1:
-        raise InvalidArgument(f"All embeddings must have the same dimension, got {sorted(dims)}")
-    return np.stack(rows)
-
-
-def _decode_base64_vector(text: str, key: str) -> np.ndarray:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidArgument(f"{key}: invalid base64 embedding") from None
-    if len(raw) % 4:
-        raise InvalidArgument(f"{key}: base64 embedding is not a whole number of float32 values")
-    return np.frombuffer(raw, dtype="<f4")
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def include(body: dict[str, Any], default: list[str]) -> list[str]:
-    value = body.get("include")
-    if value is None:
-        return list(default)
-    if not isinstance(value, list):
-        raise Unprocessable(f"include: invalid type: {_json_kind(value)}, expected a sequence")
-    for i, item in enumerate(value):
-        if item not in INCLUDE_VALUES:
-            expected = ", ".join(f"`{v}`" for v in INCLUDE_VALUES)
-            raise Unprocessable(f"include[{i}]: unknown variant `{item}`, expected one of {expected}")
-    return value
-
-
-def where(body: dict[str, Any], key: str) -> dict[str, Any] | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        message = "Invalid where clause" if key == "where" else "Invalid where document clause"
-        raise InvalidArgument(message)
-    return value
-
-
-def check_lengths(ids: list[str], *columns: Any) -> None:
-    for column in columns:
-        if column is not None and len(column) != len(ids):
-            raise InvalidArgument("Inconsistent number of IDs, embeddings, documents, URIs and metadatas")
-
-
-def _json_kind(value: Any) -> str:
+def unexpected(value: Any) -> str:
+    """serde's rendering of the value it did not expect."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"boolean `{str(value).lower()}`"
     if isinstance(value, int):
-        return f"integer `{value}`"
+        if I64_MIN <= value <= U64_MAX:
+            return f"integer `{value}`"
+        return f"floating point `{_f64(value, ())!r}`"  # serde_json reads such integers as f64
     if isinstance(value, float):
-        return f"floating point `{value}`"
+        return f"floating point `{value!r}`"
     if isinstance(value, str):
-        return f'string "{value}"'
-    if isinstance(value, list):
-        return "sequence"
-    return "map"
+        return f"string {_rust_debug(value)}"
+    return "sequence" if isinstance(value, list) else "map"
+
+
+def _rust_debug(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    escaped = escaped.replace("\t", "\\t")
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{{{ord(m.group(0)):x}}}", escaped) + '"'
+
+
+def _refuse_out_of_range(value: Any, path: Path) -> None:
+    """Python reads a float literal beyond f64 (1e400) as infinity; serde_json refuses it."""
+    if type(value) is float and math.isinf(value):
+        raise syntax_error(SyntaxMark("number out of range", path))
+
+
+def _f64(value: int | float, path: Path) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer literal beyond f64, which serde_json refuses to read
+        raise syntax_error(SyntaxMark("number out of range", path)) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Node:
+    """One serde type. `check` returns the value as the store wants it, or raises Chroma's error."""
+
+    expecting = ""
+
+    def check(self, value: Any, path: Path) -> Any:
+        if isinstance(value, SyntaxMark):
+            raise syntax_error(value)
+        _refuse_out_of_range(value, path)
+        return self.convert(value, path)
+
+    def convert(self, value: Any, path: Path) -> Any:
+        raise NotImplementedError
+
+    def mismatch(self, value: Any, path: Path) -> ApiError:
+        return data_error(path, f"invalid type: {unexpected(value)}, expected {self.expecting}")
+
+
+class Str(Node):
+    expecting = "a string"
+
+    def convert(self, value: Any, path: Path) -> str:
+        if not isinstance(value, str):
+            raise self.mismatch(value, path)
+        return value
+
+
+class Bool(Node):
+    expecting = "a boolean"
+
+    def convert(self, value: Any, path: Path) -> bool:
+        if not isinstance(value, bool):
+            raise self.mismatch(value, path)
+        return value
+
+
+class U32(Node):
+    expecting = "u32"
+
+    def convert(self, value: Any, path: Path) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not I64_MIN <= value <= U64_MAX:
+            raise self.mismatch(value, path)
+        if not 0 <= value <= U32_MAX:
+            raise data_error(path, f"invalid value: integer `{value}`, expected u32")
+        return value
+
+
+class F32(Node):
+    expecting = "f32"
+
+    def convert(self, value: Any, path: Path) -> float:
+        if not _is_number(value):
+            raise self.mismatch(value, path)
+        return _f64(value, path)
+
+
+@dataclass(frozen=True)
+class F32Rows(Node):
+    """Vec<Vec<f32>>, checked a row at a time in bulk; element by element only to name an error."""
+
+    expecting = "a sequence"
+
+    def convert(self, value: Any, path: Path) -> list[list[float]]:
+        if not isinstance(value, list):
+            raise self.mismatch(value, path)
+        return [row if _plain_float_row(row) else Seq(F32()).check(row, path + (i,)) for i, row in enumerate(value)]
+
+
+def _plain_float_row(row: Any) -> bool:
+    if not isinstance(row, list) or not _all_numbers(row):
+        return False
+    try:
+        return not np.isinf(np.asarray(row, dtype=np.float64)).any()
+    except OverflowError:
+        return False
+
+
+@dataclass(frozen=True)
+class Opt(Node):
+    inner: Node
+
+    def convert(self, value: Any, path: Path) -> Any:
+        return None if value is None else self.inner.check(value, path)
+
+
+@dataclass(frozen=True)
+class Seq(Node):
+    item: Node
+    expecting = "a sequence"
+
+    def convert(self, value: Any, path: Path) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.mismatch(value, path)
+        return [self.item.check(x, path + (i,)) for i, x in enumerate(value)]
+
+
+class AnyJson(Node):
+    """A value Chroma keeps as raw JSON (where clauses, search payloads)."""
+
+    def convert(self, value: Any, path: Path) -> Any:
+        mark = find_mark(value)
+        if mark is not None:
+            raise syntax_error(mark)
+        return value
+
+
+@dataclass(frozen=True)
+class Opaque(Node):
+    """A nested Chroma struct we pass through to the store as JSON (configuration, schema)."""
+
+    struct_name: str
+
+    @property
+    def expecting(self) -> str:  # type: ignore[override]
+        return f"struct {self.struct_name}"
+
+    def convert(self, value: Any, path: Path) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.mismatch(value, path)
+        return AnyJson().convert(value, path)
+
+
+class IncludeList(Node):
+    expecting = "a sequence"
+
+    def convert(self, value: Any, path: Path) -> list[str]:
+        if not isinstance(value, list):
+            raise self.mismatch(value, path)
+        return [self._variant(item, path + (i,)) for i, item in enumerate(value)]
+
+    @staticmethod
+    def _variant(item: Any, path: Path) -> str:
+        if isinstance(item, SyntaxMark):
+            raise syntax_error(item)
+        if not isinstance(item, str):  # serde_json reads an enum only from a string or a map
+            raise syntax_error(SyntaxMark("expected value", path))
+        if item not in INCLUDE_VALUES:
+            expected = ", ".join(f"`{v}`" for v in INCLUDE_VALUES)
+            raise data_error(path, f"unknown variant `{item}`, expected one of {expected}")
+        return item
+
+
+# --------------------------------------------------- untagged enums (buffered)
+
+
+class Untagged(Node):
+    """serde's untagged enum: the whole value is read first, then each variant is tried."""
+
+    enum_name = ""
+
+    def convert(self, value: Any, path: Path) -> Any:
+        mark = find_mark(value)
+        if mark is not None:
+            raise syntax_error(mark)
+        matched = self.match(value)
+        if matched is None:
+            raise data_error(path, f"data did not match any variant of untagged enum {self.enum_name}")
+        return matched
+
+    def match(self, value: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Embeddings(Untagged):
+    """EmbeddingsPayload (floats or base64 float32), or UpdateEmbeddingsPayload (rows may be null)."""
+
+    nullable_rows: bool
+
+    @property
+    def enum_name(self) -> str:  # type: ignore[override]
+        return "UpdateEmbeddingsPayload" if self.nullable_rows else "EmbeddingsPayload"
+
+    def match(self, value: Any) -> tuple[str, list[Any]] | None:
+        if not isinstance(value, list):
+            return None
+        rows = [row for row in value if row is not None] if self.nullable_rows else value
+        if all(isinstance(row, list) and _all_numbers(row) for row in rows):
+            return "floats", value
+        if all(isinstance(row, str) for row in rows):
+            return "base64", value
+        return None
+
+
+def _all_numbers(row: list[Any]) -> bool:
+    return {type(x) for x in row} <= {int, float}
+
+
+@dataclass(frozen=True)
+class MetadataMap(Node):
+    """HashMap<String, MetadataValue>; an update's values may also be null (delete the key)."""
+
+    nullable_values: bool
+    expecting = "a map"
+
+    def convert(self, value: Any, path: Path) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.mismatch(value, path)
+        out = {}
+        for key, item in jsonbody.items(value):
+            if isinstance(key, jsonbody.MarkKey):
+                raise syntax_error(item)
+            mark = find_mark(item)
+            if mark is not None:
+                raise syntax_error(mark)
+            out[key] = self._value(item, path + (key,))
+        return out
+
+    def _value(self, item: Any, path: Path) -> Any:
+        if item is None and self.nullable_values:
+            return None
+        _refuse_out_of_range(item, path)
+        matched = metadata_value(item)
+        if matched is None:
+            raise data_error(path, "data did not match any variant of untagged enum MetadataValue")
+        return matched[0]
+
+
+def metadata_value(item: Any) -> tuple[Any] | None:
+    """The MetadataValue variants in serde's order: bool, i64, f64, string, sparse vector, arrays."""
+    if isinstance(item, (bool, str, float)):
+        return (item,)
+    if isinstance(item, int):
+        return (item if I64_MIN <= item <= I64_MAX else _f64(item, ()),)
+    if isinstance(item, dict):
+        return (item,) if _is_sparse_vector(item) else None
+    if isinstance(item, list):
+        return _metadata_array(item)
+    return None
+
+
+def _metadata_array(items: list[Any]) -> tuple[Any] | None:
+    kinds = {type(x) for x in items}
+    if kinds <= {bool} or kinds <= {str}:
+        return (items,)
+    if kinds <= {int} and all(I64_MIN <= x <= I64_MAX for x in items):
+        return (items,)
+    if kinds <= {int, float}:
+        return ([_f64(x, ()) for x in items],)
+    return None
+
+
+def _is_sparse_vector(item: dict[str, Any]) -> bool:
+    indices, values = item.get("indices"), item.get("values")
+    return (isinstance(indices, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)
+            and isinstance(values, list) and _all_numbers(values))
+
+
+# ------------------------------------------------------------------ structs
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    node: Node
+    required: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A request payload. `flatten` marks Chroma's payloads with a flattened `RawWhereFields`:
+    serde reads their unknown fields with path tracking and refuses a non-object body outright."""
+
+    name: str
+    fields: tuple[Field, ...]
+    flatten: bool = False
+
+    def check(self, value: Any, path: Path = ()) -> dict[str, Any]:
+        if isinstance(value, SyntaxMark):
+            raise syntax_error(value)
+        if not isinstance(value, dict):
+            raise data_error(path, f"invalid type: {unexpected(value)}, expected struct {self.name}")
+        by_name = {f.name: f for f in self.fields}
+        out: dict[str, Any] = {}
+        for key, item in jsonbody.items(value):
+            if isinstance(key, jsonbody.MarkKey):
+                raise syntax_error(item)
+            if key not in by_name:
+                self._skip_unknown(key, item, path)
+            elif key in out:
+                raise data_error(path, f"duplicate field `{key}`")
+            else:
+                out[key] = by_name[key].node.check(item, path + (key,))
+        return self._fill_missing(out, path)
+
+    def _skip_unknown(self, key: str, item: Any, path: Path) -> None:
+        mark = find_mark(item)
+        if mark is not None:  # serde skips a non-flattened unknown field without tracking inside it
+            raise syntax_error(mark if self.flatten else SyntaxMark(mark.message, path + (key,)))
+
+    def _fill_missing(self, out: dict[str, Any], path: Path) -> dict[str, Any]:
+        for f in self.fields:
+            if f.name not in out:
+                if f.required:
+                    raise data_error(path, f"missing field `{f.name}`")
+                out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+        return out
+
+
+def payload(raw: bytes, spec: Struct) -> dict[str, Any]:
+    """Stage 1: the body deserialized into `spec`, or Chroma's 400/422 error."""
+    body = jsonbody.read(raw)
+    out = spec.check(body.value)
+    if body.trailing is not None:
+        raise syntax_error(body.trailing)
+    return out
+
+
+STRINGS = Seq(Str())
+OPTIONAL_STRINGS = Opt(Seq(Opt(Str())))
+WHERE_FIELDS = (Field("where", AnyJson()), Field("where_document", AnyJson()))
+
+
+def _records(name: str, update: bool) -> Struct:
+    return Struct(name, (
+        Field("ids", STRINGS, required=True),
+        Field("embeddings", Opt(Embeddings(nullable_rows=True)) if update else Embeddings(nullable_rows=False),
+              required=not update),
+        Field("documents", OPTIONAL_STRINGS),
+        Field("uris", OPTIONAL_STRINGS),
+        Field("metadatas", Opt(Seq(Opt(MetadataMap(nullable_values=name != "AddCollectionRecordsPayload"))))),
+    ))
+
+
+CREATE_TENANT = Struct("CreateTenantPayload", (Field("name", Str(), required=True),))
+UPDATE_TENANT = Struct("UpdateTenantPayload", (Field("resource_name", Str(), required=True),))
+CREATE_DATABASE = Struct("CreateDatabasePayload", (Field("name", Str(), required=True),))
+CREATE_COLLECTION = Struct("CreateCollectionPayload", (
+    Field("name", Str(), required=True),
+    Field("configuration", Opt(Opaque("CollectionConfiguration"))),
+    Field("schema", Opt(Opaque("Schema"))),
+    Field("metadata", Opt(MetadataMap(nullable_values=False))),
+    Field("get_or_create", Bool(), default=False),
+))
+UPDATE_COLLECTION = Struct("UpdateCollectionPayload", (
+    Field("new_name", Opt(Str())),
+    Field("new_metadata", Opt(MetadataMap(nullable_values=True))),
+    Field("new_configuration", Opt(Opaque("UpdateCollectionConfiguration"))),
+))
+ADD = _records("AddCollectionRecordsPayload", update=False)
+UPSERT = _records("UpsertCollectionRecordsPayload", update=False)
+UPDATE = _records("UpdateCollectionRecordsPayload", update=True)
+DELETE = Struct("DeleteCollectionRecordsPayload", (
+    Field("ids", Opt(STRINGS)), *WHERE_FIELDS, Field("limit", Opt(U32())),
+), flatten=True)
+GET = Struct("GetRequestPayload", (
+    Field("ids", Opt(STRINGS)), *WHERE_FIELDS, Field("limit", Opt(U32())), Field("offset", Opt(U32())),
+    Field("include", IncludeList(), default=GET_INCLUDE_DEFAULT),
+), flatten=True)
+QUERY = Struct("QueryRequestPayload", (
+    Field("ids", Opt(STRINGS)), *WHERE_FIELDS,
+    Field("query_embeddings", F32Rows(), required=True),
+    Field("n_results", Opt(U32())),
+    Field("include", IncludeList(), default=QUERY_INCLUDE_DEFAULT),
+), flatten=True)
+FORK = Struct("ForkCollectionPayload", (Field("new_name", Str(), required=True),))
+SEARCH = Struct("SearchRequestPayload", (Field("searches", Seq(AnyJson()), required=True),
+                                         Field("read_level", AnyJson())))
+ATTACH_FUNCTION = Struct("AttachFunctionRequest", (
+    Field("name", AnyJson(), required=True), Field("function_id", AnyJson(), required=True),
+    Field("output_collection", AnyJson(), required=True),
+))
+ANY_OBJECT = Struct("DetachFunctionRequest", ())
+
+
+# --------------------------------------------------------- query strings
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    variants: tuple[str, ...] = ()  # an enum's values; empty for a u32
+
+
+PAGING = (QueryParam("limit"), QueryParam("offset"))
+READ_LEVEL = (QueryParam("read_level", ("index_and_wal", "index_only", "index_and_bounded_wal")),)
+
+
+def query_params(pairs: Iterable[tuple[str, str]], params: tuple[QueryParam, ...]) -> dict[str, Any]:
+    """serde_urlencoded's reading of the query string; unknown parameters are ignored."""
+    known = {p.name: p for p in params}
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        if key not in known:
+            continue
+        if key in out:
+            raise _query_error(f"duplicate field `{key}`")
+        out[key] = _query_value(known[key], raw)
+    return {p.name: out.get(p.name) for p in params}
+
+
+def _query_value(param: QueryParam, raw: str) -> Any:
+    if param.variants:
+        if raw not in param.variants:
+            expected = ", ".join(f"`{v}`" for v in param.variants)
+            raise _query_error(f"{param.name}: unknown variant `{raw}`, expected one of {expected}")
+        return raw
+    digits = raw[1:] if raw.startswith("+") else raw
+    if not digits:
+        raise _query_error(f"{param.name}: cannot parse integer from empty string")
+    if not (digits.isascii() and digits.isdigit()):
+        raise _query_error(f"{param.name}: invalid digit found in string")
+    if int(digits) > U32_MAX:
+        raise _query_error(f"{param.name}: number too large to fit in target type")
+    return int(digits)
+
+
+def _query_error(detail: str) -> ApiError:
+    return InvalidArgument(f"Failed to deserialize query string: {detail}")
+
+
+# ------------------------------------------- stage 3: the payload's own checks
+
+
+def where_clauses(body: dict[str, Any]) -> None:
+    """Chroma's where validation that the store cannot do for us: an empty or non-object clause."""
+    for key, message in (("where", "Invalid where clause"), ("where_document", "Invalid where document clause")):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, dict) or not value):
+            raise InvalidArgument(message)
+
+
+def get_request(body: dict[str, Any]) -> dict[str, Any]:
+    where_clauses(body)
+    return body
+
+
+def delete_request(body: dict[str, Any]) -> dict[str, Any]:
+    where_clauses(body)
+    return body
+
+
+def query_request(body: dict[str, Any]) -> dict[str, Any]:
+    where_clauses(body)
+    n_results = body["n_results"]
+    return dict(body, query_embeddings=query_embeddings(body["query_embeddings"]),
+                n_results=10 if n_results is None else n_results)
+
+
+def query_embeddings(rows: list[list[float]]) -> np.ndarray:
+    if len({len(row) for row in rows}) > 1:
+        raise InvalidArgument("Inconsistent dimensions in provided embeddings")
+    if not rows:
+        return np.zeros((0, 0), dtype="<f4")
+    return np.asarray(rows, dtype="<f4")
+
+
+def records(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The op fields of add/upsert/update after Chroma's checks, in Chroma's order."""
+    rows = embedding_rows(body["embeddings"])
+    metadatas = body["metadatas"]
+    _check_sparse_vectors(metadatas)
+    ids = body["ids"]
+    for column in (rows, metadatas, body["documents"], body["uris"]):
+        if column is not None and len(column) != len(ids):
+            raise LengthMismatch(_dimension(rows))
+    _refuse_sparse_vectors(metadatas)
+    return {"ids": ids, "embeddings": _packed(rows), "metadatas": _without_empty_lists(metadatas, kind),
+            "documents": body["documents"], "uris": body["uris"]}
+
+
+def _check_sparse_vectors(metadatas: list[dict[str, Any] | None] | None) -> None:
+    for i, metadata in enumerate(metadatas or []):
+        for value in (metadata or {}).values():
+            if isinstance(value, dict) and not _valid_sparse_vector(value):
+                raise InvalidArgument(f"Validation error: metadatas: Invalid metadata at index {i}")
+
+
+def _valid_sparse_vector(vector: dict[str, Any]) -> bool:
+    indices, values = vector["indices"], vector["values"]
+    return len(indices) == len(values) and all(a < b for a, b in zip(indices, indices[1:]))
+
+
+def _refuse_sparse_vectors(metadatas: list[dict[str, Any] | None] | None) -> None:
+    for metadata in metadatas or []:
+        for key, value in (metadata or {}).items():
+            if isinstance(value, dict):
+                raise ApiError(f"Unimplemented: Sparse vector is not supported for local chroma: {key}", status=501)
+
+
+def _without_empty_lists(metadatas: list[dict[str, Any] | None] | None, kind: str) -> Any:
+    """Chroma stores an empty list as no value (an update removes the key); the embedded bindings
+    refuse empty lists, so they are rewritten here: dropped on add, a key removal otherwise."""
+    if not metadatas or not any(value == [] for m in metadatas if m for value in m.values()):
+        return metadatas
+    if kind == "add":
+        return [None if m is None else {k: v for k, v in m.items() if v != []} for m in metadatas]
+    return [None if m is None else {k: (None if v == [] else v) for k, v in m.items()} for m in metadatas]
+
+
+def embedding_rows(embeddings: tuple[str, list[Any]] | None) -> list[np.ndarray | None] | None:
+    if embeddings is None:
+        return None
+    kind, raw_rows = embeddings
+    decode = _decode_base64_row if kind == "base64" else _float_row
+    rows = [None if row is None else decode(row) for row in raw_rows]
+    present = [row for row in rows if row is not None]
+    if any(len(row) == 0 for row in present):
+        raise InvalidArgument("Validation error: embeddings: Each embedding must have at least 1 dimension")
+    if any(not np.isfinite(row).all() for row in present):
+        raise InvalidArgument("Validation error: embeddings: Embeddings must not contain NaN or Infinity values")
+    if len({len(row) for row in present}) > 1:
+        raise InvalidArgument("Inconsistent dimensions in provided embeddings")
+    return rows
+
+
+def _float_row(row: list[float]) -> np.ndarray:
+    try:
+        with np.errstate(over="ignore"):  # beyond float32's range is infinite, as `as f32` in Rust
+            return np.asarray(row, dtype="<f4")
+    except OverflowError:  # an integer literal beyond f64: serde_json refuses to read it
+        raise InvalidArgument("Failed to parse the request body as JSON: number out of range") from None
+
+
+def _dimension(rows: list[np.ndarray | None] | None) -> int | None:
+    present = [row for row in rows or [] if row is not None]
+    return len(present[0]) if present else None
+
+
+def _packed(rows: list[np.ndarray | None] | None) -> dict[str, Any] | None:
+    if rows is None or all(row is None for row in rows):
+        return None  # no embeddings, or an update whose embeddings are all null: keep the stored ones
+    if any(row is None for row in rows):
+        # The replicated op carries one float32 matrix; a per-row "keep" needs a new op field.
+        raise InvalidArgument("raftchroma does not support updating some records' embeddings but not others "
+                              "in one request; send embeddings for all records or for none")
+    return pack_embeddings(np.stack(rows)) if rows else None
+
+
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _decode_base64_row(text: str) -> np.ndarray:
+    """Little-endian float32 from standard base64 with canonical padding (Rust's `base64` crate)."""
+    data = text.encode()
+    _check_base64_symbols(data)
+    if len(data) % 4:
+        raise InvalidArgument("Invalid base64 string: Invalid padding")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("Invalid base64 string: Invalid padding") from None
+    if base64.b64encode(raw) != data:
+        last = len(data.rstrip(b"=")) - 1
+        raise InvalidArgument(f"Invalid base64 string: Invalid last symbol {data[last]}, offset {last}.")
+    if len(raw) % 4:
+        raise InvalidArgument(f"Invalid byte length: {len(raw)} bytes cannot be converted to f32 values "
+                              "(must be divisible by 4)")
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def _check_base64_symbols(data: bytes) -> None:
+    pad_at = None
+    for offset, byte in enumerate(data):
+        if byte == ord("="):
+            pad_at = offset if pad_at is None else pad_at
+        elif byte not in _B64_ALPHABET or pad_at is not None:
+            bad_offset, bad_byte = (offset, byte) if pad_at is None else (pad_at, ord("="))
+            raise InvalidArgument(f"Invalid base64 string: Invalid symbol {bad_byte}, offset {bad_offset}.")
+    if pad_at is not None and len(data) - pad_at > 2:
+        raise InvalidArgument(f"Invalid base64 string: Invalid symbol {ord('=')}, offset {pad_at}.")
+
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+
+
+def database_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise InvalidArgument("Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and "
+                              f"ending with a character in [a-zA-Z0-9]. Got: {name}")
+    return name
+
+
+def tenant_name(name: str) -> str:
+    if len(name) < 3:
+        # Chroma prints a HashMap here, whose key order varies between runs; this is one of them.
+        raise InvalidArgument(
+            f'Validation error: name: Validation error: length [{{"min": Number(3), "value": String("{name}")}}]')
+    return name
