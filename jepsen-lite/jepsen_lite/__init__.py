@@ -1,7 +1,9 @@
-"""jepsen-lite's checkers: pure functions from recorded histories to verdicts.
+"""jepsen-lite: fault injection against a local raftchroma cluster, with checked histories.
 
-This package owns the history format and the checkers. It must not start servers, inject
-faults or import raftchroma: the harness records, these modules judge.
+The checker modules (history, linearizability, set_checker, collections_checker, convergence)
+are pure functions from recorded histories to verdicts: they must not start servers, inject
+faults or import raftchroma. The harness modules (cluster, client, workloads, nemesis, recorder,
+runner, stats) record; they are not re-exported here, so importing the checkers starts nothing.
 """
 
 from jepsen_lite.collections_checker import CollectionsModel, check_collections

@@ -1,0 +1,91 @@
+"""The jepsen-lite command line: `run` a test against a fresh local cluster, or `check` a stored run.
+
+Owns: argument parsing, the partition refusal, SIGTERM handling (so that a stopped runner still
+kills its nodes) and exit codes: 0 valid, 1 invalid, 2 unknown or harness/usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from jepsen_lite.nemesis import KINDS, UNAVAILABLE_KINDS
+from jepsen_lite.runner import DEFAULT_STORE, EXIT_UNKNOWN, RunOptions, check_run, run
+from jepsen_lite.workloads import WORKLOADS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jepsen-lite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run one test against a fresh local cluster")
+    r.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
+    r.add_argument("--nemesis", default="", help=f"comma-separated, of: {','.join((*KINDS, *UNAVAILABLE_KINDS))}")
+    r.add_argument("--time-limit", type=float, default=60.0, help="seconds of workload")
+    r.add_argument("--concurrency", type=int, default=8)
+    r.add_argument("--rate", type=float, default=50.0, help="operations per second, all clients together")
+    r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--read-consistency", choices=("linearizable", "stale"), default="linearizable")
+    r.add_argument("--nodes", type=int, default=3)
+    r.add_argument("--unsafe-local-reads", action="store_true", help=argparse.SUPPRESS)
+    r.add_argument("--store", type=Path, default=DEFAULT_STORE, help="parent of the run directory")
+    c = sub.add_parser("check", help="re-check a stored run directory")
+    c.add_argument("run_dir", type=Path)
+    return parser
+
+
+def _usage_error(message: str) -> None:
+    print(f"jepsen-lite: {message}", file=sys.stderr)
+    sys.exit(EXIT_UNKNOWN)
+
+
+def _nemeses(spec: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in spec.split(",") if k.strip())
+    for kind in kinds:
+        if kind in UNAVAILABLE_KINDS:
+            _usage_error(f"{UNAVAILABLE_KINDS[kind]} (needs a fault-injecting transport in raftchroma)")
+        if kind not in KINDS:
+            _usage_error(f"unknown nemesis {kind!r} (known: {', '.join(KINDS)})")
+    return kinds
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds through LocalCluster.__exit__, which kills the nodes
+
+
+def _summary(run_dir: Path) -> str:
+    results = json.loads((run_dir / "results.json").read_text())
+    counts = results["counts"]
+    return (f"{run_dir}\nverdict: {results['verdict']}  {results['verdicts']}\n"
+            f"ops: {counts['operations']} (ok {counts['ok']}, fail {counts['fail']}, info {counts['info']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        code = check_run(args.run_dir)
+        print(_summary(args.run_dir))
+        return code
+    if args.concurrency < 1 or args.rate <= 0 or args.time_limit <= 0 or args.nodes < 1:
+        _usage_error("--concurrency, --rate, --time-limit and --nodes must be positive")
+    opts = RunOptions(workload=args.workload, nemesis=_nemeses(args.nemesis), time_limit_s=args.time_limit,
+                      concurrency=args.concurrency, rate=args.rate, seed=args.seed,
+                      read_consistency=args.read_consistency, nodes=args.nodes,
+                      unsafe_local_reads=args.unsafe_local_reads, store=args.store)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code, run_dir = run(opts)
+    print(_summary(run_dir))
+    return code
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(EXIT_UNKNOWN)
+    except Exception as exc:  # a harness error must not read as exit 1 (invalid)
+        print(f"jepsen-lite: harness error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNKNOWN)

@@ -1,0 +1,261 @@
+"""A local cluster of real `raftchroma serve` processes, for one jepsen-lite run.
+
+Owns: a fresh temp directory with a generated cluster.toml (free 127.0.0.1 ports, a password,
+allow_reset false), one process group per node, and every signal sent to them. Signals go to the
+process groups this module started and to nothing else. `LocalCluster` is a context manager:
+on exit every node is resumed (SIGCONT, so that a paused node can die) and then SIGKILLed.
+It must not judge results or choose faults (the nemesis does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+STATUS_TIMEOUT_S = 1.0
+GRACEFUL_STOP_S = 10.0
+KILL_WAIT_S = 10.0
+POLL_INTERVAL_S = 0.1
+PASSWORD = "jepsen-lite-secret"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now, held open together so that they are distinct."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    http_port: int
+    raft_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    nodes: int = 3
+    unsafe_local_reads: bool = False
+    write_timeout_s: float = 3.0
+    read_timeout_s: float = 2.0
+
+
+@dataclass
+class LocalCluster:
+    """N nodes in `root`; use as `with LocalCluster.create(opts) as cluster:`."""
+
+    root: Path
+    options: ClusterOptions
+    nodes: dict[str, NodeProcess] = field(default_factory=dict)
+    pid_file: Path | None = None  # {node: pid} of every start, for a last-resort cleanup
+    _owns_root: bool = False
+
+    @classmethod
+    def create(cls, options: ClusterOptions, root: Path | None = None,
+               pid_file: Path | None = None) -> LocalCluster:
+        owns = root is None
+        root = Path(tempfile.mkdtemp(prefix="jepsen-lite-")) if root is None else root
+        ports = free_ports(options.nodes * 2)
+        cluster = cls(root, options, pid_file=pid_file, _owns_root=owns)
+        for i in range(options.nodes):
+            node_id = f"n{i + 1}"
+            cluster.nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log")
+        cluster.write_config()
+        return cluster
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "cluster.toml"
+
+    def write_config(self) -> None:
+        lines = ["[cluster]", 'read_consistency = "linearizable"', "allow_reset = false",
+                 f'password = "{PASSWORD}"', f"write_timeout_s = {self.options.write_timeout_s}",
+                 f"read_timeout_s = {self.options.read_timeout_s}"]
+        for node in self.nodes.values():
+            lines += ["", "[[node]]", f'id = "{node.node_id}"', f'raft = "127.0.0.1:{node.raft_port}"',
+                      f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.kill_all()
+        if self._owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def start(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.alive():
+            raise RuntimeError(f"{node_id} is already running")
+        cmd = [sys.executable, "-m", "raftchroma", "serve", "--config", str(self.config_path), "--node", node_id]
+        if self.options.unsafe_local_reads:
+            cmd.append("--unsafe-local-reads")
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+        with open(node.log_path, "ab") as log:
+            node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, env=env, cwd=self.root)
+        node.paused = False
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        if self.pid_file is None:
+            return
+        known = json.loads(self.pid_file.read_text()) if self.pid_file.exists() else {}
+        for node_id, node in self.nodes.items():
+            if node.process is not None:
+                known.setdefault(node_id, [])
+                if node.process.pid not in known[node_id]:
+                    known[node_id].append(node.process.pid)
+        self.pid_file.write_text(json.dumps(known) + "\n")
+
+    def start_if_down(self, node_id: str) -> None:
+        if not self.nodes[node_id].alive():
+            self.start(node_id)
+
+    def start_all(self) -> None:
+        for node_id, node in self.nodes.items():
+            if not node.alive():
+                self.start(node_id)
+
+    def _signal(self, node: NodeProcess, sig: int) -> bool:
+        if not node.alive():
+            return False
+        assert node.process is not None
+        try:
+            os.killpg(node.process.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL; a paused node is resumed first so that it can die."""
+        node = self.nodes[node_id]
+        self._signal(node, signal.SIGCONT)
+        if self._signal(node, signal.SIGKILL) and node.process is not None:
+            node.process.wait(timeout=KILL_WAIT_S)
+        node.paused = False
+
+    def pause(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if self._signal(node, signal.SIGSTOP):
+            node.paused = True
+
+    def resume(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        self._signal(node, signal.SIGCONT)
+        node.paused = False
+
+    def stop(self, node_id: str, grace_s: float = GRACEFUL_STOP_S) -> bool:
+        """SIGTERM and wait; SIGKILL after `grace_s`. True if the node stopped by itself."""
+        node = self.nodes[node_id]
+        self.resume(node_id)
+        if not self._signal(node, signal.SIGTERM) or node.process is None:
+            return True
+        try:
+            node.process.wait(timeout=grace_s)
+            return True
+        except subprocess.TimeoutExpired:
+            self.kill(node_id)
+            return False
+
+    def kill_all(self) -> None:
+        for node_id in self.nodes:
+            try:
+                self.kill(node_id)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+    # --------------------------------------------------------------- status
+
+    def status(self, node_id: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
+        node = self.nodes[node_id]
+        if not node.alive() or node.paused:
+            return None
+        try:
+            with urllib.request.urlopen(node.url + "/raftchroma/status", timeout=timeout_s) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def leader(self) -> str | None:
+        """The leader every reachable node agrees on and that says it leads, or None."""
+        statuses = {n: self.status(n) for n in self.nodes}
+        reachable = {n: s for n, s in statuses.items() if s is not None}
+        leaders = {s.get("leader") for s in reachable.values()}
+        if len(leaders) != 1 or None in leaders:
+            return None
+        leader = leaders.pop()
+        ok = leader in reachable and reachable[leader].get("role") == "leader"
+        return leader if ok and len(reachable) * 2 > len(self.nodes) else None
+
+    def wait_for_leader(self, timeout_s: float) -> str | None:
+        return _poll(self.leader, timeout_s)
+
+    def wait_converged(self, timeout_s: float) -> dict[str, int] | None:
+        """Polls until every node is up, agrees on one leader, and has applied the same index."""
+        def converged() -> dict[str, int] | None:
+            statuses = {n: self.status(n) for n in self.nodes}
+            if any(s is None for s in statuses.values()):
+                return None
+            rows = [s for s in statuses.values() if s is not None]
+            leaders = {s["leader"] for s in rows}
+            commit = max(int(s["commit_index"]) for s in rows)
+            # applied_index counts raftchroma's own entries; raft_applied_index also counts
+            # PySyncObj's internal ones, so it is the one to compare with the commit index.
+            caught_up = all(int(s["raft_applied_index"]) >= commit and int(s["apply_queue"]) == 0 for s in rows)
+            applied = {n: int(s["applied_index"]) for n, s in statuses.items() if s is not None}
+            if len(leaders) != 1 or None in leaders or not caught_up or len(set(applied.values())) != 1:
+                return None
+            return applied
+        return _poll(converged, timeout_s)
+
+    def copy_logs(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes.values():
+            if node.log_path.exists():
+                shutil.copy(node.log_path, dest / node.log_path.name)
+        shutil.copy(self.config_path, dest / "cluster.toml")
+
+
+def _poll(fn: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fn()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(POLL_INTERVAL_S)

@@ -1,0 +1,158 @@
+"""Fast tests of the harness pieces, without a cluster: the nemesis against a fake cluster, phase
+stats, the client's definite / indefinite split, the rate limiter."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from jepsen_lite.client import ClientError, NodeClient
+from jepsen_lite.history import pair_ops
+from jepsen_lite.nemesis import Fault, Nemesis
+from jepsen_lite.recorder import Recorder
+from jepsen_lite.runner import RateLimiter
+from jepsen_lite.stats import fault_intervals_ns, phase_stats
+
+
+class FakeCluster:
+    """Records the signals a nemesis would send; `leader` is whatever the test sets."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        self.nodes = {n: None for n in nodes}
+        self.calls: list[tuple[str, str]] = []
+        self.current_leader: str | None = "n2"
+
+    def leader(self) -> str | None:
+        return self.current_leader
+
+    def __getattr__(self, name: str):  # kill, pause, resume, stop, start_if_down
+        return lambda node_id: self.calls.append((name, node_id))
+
+
+def _run(faults: list[Fault], cluster: FakeCluster, recorder: Recorder) -> Nemesis:
+    nemesis = Nemesis(cluster, recorder, faults)  # type: ignore[arg-type]
+    nemesis.start(time.monotonic())
+    time.sleep(faults[-1].end_s + 0.3)  # the fake acts at once; let the schedule play out
+    nemesis.heal()
+    return nemesis
+
+
+def test_nemesis_applies_and_undoes_each_fault_and_records_it() -> None:
+    cluster, recorder = FakeCluster(["n1", "n2", "n3"]), Recorder()
+    faults = [Fault("pause", "leader", ("n1",), 0.0, 0.05), Fault("kill", "majority", ("n1", "n3"), 0.06, 0.1)]
+    nemesis = _run(faults, cluster, recorder)
+    assert nemesis.error is None
+    assert cluster.calls[:6] == [("pause", "n2"), ("resume", "n2"), ("kill", "n1"), ("kill", "n3"),
+                                 ("start_if_down", "n1"), ("start_if_down", "n3")]
+    heal = cluster.calls[6:]
+    assert sorted(heal) == sorted([(f, n) for n in ("n1", "n2", "n3") for f in ("resume", "start_if_down")])
+    fs = [(op.f, op.type) for op in recorder.ops()]
+    assert fs == [("pause-start", "invoke"), ("pause-start", "ok"), ("pause-stop", "invoke"), ("pause-stop", "ok"),
+                  ("kill-start", "invoke"), ("kill-start", "ok"), ("kill-stop", "invoke"), ("kill-stop", "ok"),
+                  ("heal", "invoke"), ("heal", "ok")]
+
+
+def test_leader_fault_falls_back_to_the_seeded_node_without_a_leader() -> None:
+    cluster, recorder = FakeCluster(["n1", "n2", "n3"]), Recorder()
+    cluster.current_leader = None
+    _run([Fault("restart", "leader", ("n3",), 0.0, 0.02)], cluster, recorder)
+    assert cluster.calls[:2] == [("stop", "n3"), ("start_if_down", "n3")]
+
+
+def test_phase_stats_split_ops_by_fault_intervals() -> None:
+    recorder = Recorder()
+    recorder.record(0, "n1", "add", None, "e1", "invoke")
+    recorder.record(0, "n1", "add", None, "e1", "ok")
+    with recorder.nemesis_op("kill-start", "n2"):
+        pass
+    recorder.record(1, "n2", "add", None, "e2", "invoke")
+    recorder.record(1, "n2", "add", None, None, "fail", error="connection-refused")
+    with recorder.nemesis_op("kill-stop", "n2"):
+        pass
+    recorder.record("final-n1", "n1", "final-read", None, None, "invoke")
+    recorder.record("final-n1", "n1", "final-read", None, ["e1"], "ok")
+    history = recorder.ops()
+    nemesis = [op for op in history if op.process == "nemesis"]
+    assert len(fault_intervals_ns(nemesis)) == 1
+    stats = phase_stats(pair_ops(history), nemesis)
+    assert (stats["quiet"]["ok"], stats["fault"]["fail"], stats["final"]["ok"]) == (1, 1, 1)
+    assert stats["fault"]["availability"] == 0.0
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_refused_connection_is_a_definite_failure() -> None:
+    client = NodeClient({"n1": _closed_port()}, timeout_s=1.0)
+    with pytest.raises(ClientError) as err:
+        client.post("n1", "/collections", {"name": "x"})
+    assert (err.value.outcome, err.value.error) == ("fail", "connection-refused")
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """Accepts connections and never answers, like a paused node."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def test_timeout_is_indefinite(silent_server: int) -> None:
+    client = NodeClient({"n1": silent_server}, timeout_s=0.2)
+    with pytest.raises(ClientError) as err:
+        client.post("n1", "/collections", {"name": "x"})
+    assert (err.value.outcome, err.value.error) == ("info", "timeout")
+
+
+class _Reply504(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b'{"error": "WriteOutcomeUnknown", "message": "maybe"}'
+        self.send_response(504)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_write_outcome_unknown_is_indefinite() -> None:
+    from jepsen_lite.workloads import Invocation, SetWorkload
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Reply504)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = NodeClient({"n1": server.server_address[1]}, timeout_s=2.0)
+        workload = SetWorkload()
+        workload.collection_id = "00000000-0000-0000-0000-000000000000"
+        done = workload.invoke(client, "n1", Invocation("add", None, "e1"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.outcome, done.error) == ("info", "WriteOutcomeUnknown")
+
+
+def test_rate_limiter_spaces_slots_and_stops_at_the_end() -> None:
+    start = time.monotonic()
+    limiter = RateLimiter(rate=100.0, end_s=start + 0.1)
+    slots = []
+    while (slot := limiter.next_slot()) is not None:
+        slots.append(slot)
+    assert 9 <= len(slots) <= 11
+    assert all(b - a == pytest.approx(0.01) for a, b in zip(slots, slots[1:]))
