@@ -47,7 +47,8 @@ def error_response(exc: ApiError) -> web.Response:
 
 
 def result_response(result: Result, index: int | None = None) -> web.Response:
-    headers = {INDEX_HEADER: str(index)} if index is not None and result.ok else None
+    # Also on a committed write that Chroma refused (e.g. 409): the index still orders it.
+    headers = {INDEX_HEADER: str(index)} if index is not None else None
     return json_response(result.body, status=result.status, headers=headers)
 
 
