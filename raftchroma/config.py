@@ -49,8 +49,8 @@ class NodeConfig:
 class RaftTuning:
     """PySyncObj timing; defaults are chosen so that Chroma work cannot starve heartbeats."""
 
-    election_timeout_min_s: float = 1.5
-    election_timeout_max_s: float = 3.0
+    election_timeout_min_s: float = 2.0
+    election_timeout_max_s: float = 4.0
     heartbeat_period_s: float = 0.1
     connection_timeout_s: float = 5.0
     max_entry_bytes: int = 48 * 1024 * 1024

@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,7 +39,7 @@ DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
 DEFAULT_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 CHROMA_SERVER_VERSION = "1.0.0"  # what `chroma run` 1.5.9 answers at /api/v2/version
-APPLY_CHUNK_RECORDS = 100  # records per Chroma call: bounds how long one call holds the GIL
+APPLY_CHUNK_RECORDS = 50  # records per Chroma call: bounds how long one call holds the GIL
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ class Store:
             for start in range(0, len(ids), APPLY_CHUNK_RECORDS):
                 chunk = {k: (v[start:start + APPLY_CHUNK_RECORDS] if v is not None else None) for k, v in columns.items()}
                 self._write_records(op["kind"], ref, chunk)
+                time.sleep(0)  # hand the GIL to the Raft tick thread between chunks
         except chroma_errors.ChromaError:
             self._restore_records(ref, list(dict.fromkeys(ids)), before)
             raise

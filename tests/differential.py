@@ -12,11 +12,12 @@ It starts no servers and knows nothing of Raft.
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
+
+from tests.harness import decode_body
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SERDE_POSITION_RE = re.compile(r" at line \d+ column \d+")
@@ -43,22 +44,13 @@ def send(method: str, url: str, raw: bytes | None = None, content_type: str | No
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         connection.request(method, target, body=raw, headers=all_headers)
         resp = connection.getresponse()
-        return Reply(resp.status, _lower_headers(resp.headers), _decode(resp.read()))
+        return Reply(resp.status, _lower_headers(resp.headers), decode_body(resp.read()))
     finally:
         connection.close()
 
 
 def _lower_headers(headers: Any) -> dict[str, str]:
     return {key.lower(): value for key, value in headers.items()}
-
-
-def _decode(data: bytes) -> Any:
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return data.decode(errors="replace")
 
 
 class IdMap:

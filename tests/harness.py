@@ -63,12 +63,12 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         request.add_header(key, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            return resp.status, dict(resp.headers), _decode(resp.read())
+            return resp.status, dict(resp.headers), decode_body(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), _decode(exc.read())
+        return exc.code, dict(exc.headers), decode_body(exc.read())
 
 
-def _decode(data: bytes) -> Any:
+def decode_body(data: bytes) -> Any:
     if not data:
         return None
     try:
@@ -141,6 +141,14 @@ class Cluster:
         if node.alive():
             os.killpg(node.process.pid, sig)
             node.process.wait(timeout=30)
+
+    def crash_all(self) -> str:
+        """SIGKILL every node, start them all again, and return the leader they elect."""
+        for node_id in self.nodes:
+            self.kill(node_id)
+        for node_id in self.nodes:
+            self.start(node_id)
+        return self.leader(timeout_s=60)
 
     def stop_all(self) -> None:
         for process in self.started:

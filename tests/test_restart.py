@@ -31,11 +31,7 @@ def test_all_nodes_sigkilled_come_back_with_every_acknowledged_write(fresh_clust
     client.create_collection("doomed")
     client.delete_collection("doomed")
     before = digest_of(cluster, "n1")
-    for node_id in cluster.nodes:
-        cluster.kill(node_id)
-    for node_id in cluster.nodes:
-        cluster.start(node_id)
-    cluster.leader(timeout_s=60)
+    cluster.crash_all()
     for node_id in cluster.nodes:
         assert digest_of(cluster, node_id) == before
     got = cluster.node("n3").client().get_collection("survivors").get(ids=["k9"])

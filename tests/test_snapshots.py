@@ -87,11 +87,7 @@ def test_restart_starts_from_the_local_snapshot(compacting_cluster: Cluster) -> 
     for node_id in cluster.nodes:
         wait_for(lambda: cluster.node(node_id).status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
     before = digest(cluster, leader)
-    for node_id in cluster.nodes:
-        cluster.kill(node_id)
-    for node_id in cluster.nodes:
-        cluster.start(node_id)
-    cluster.leader(timeout_s=60)
+    cluster.crash_all()
     for node_id in cluster.nodes:
         status = cluster.node(node_id).status()
         assert status["snapshot_installs"] == 1 and status["snapshot_index"] > 0  # the local one
