@@ -265,7 +265,10 @@ class Node:
         self._barrier_waiters.append(future)
         if not self._barrier_running:
             self._start_barrier()
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except asyncio.TimeoutError:
+            raise NoQuorum(f"Could not confirm a linearizable read within {timeout_s:g}s") from None
 
     def _start_barrier(self) -> None:
         self._barrier_running = True
