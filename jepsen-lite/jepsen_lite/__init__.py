@@ -3,7 +3,8 @@
 The checker modules (history, linearizability, set_checker, collections_checker, convergence)
 are pure functions from recorded histories to verdicts: they must not start servers, inject
 faults or import raftchroma. The harness modules (cluster, client, workloads, nemesis, recorder,
-runner, stats) record; they are not re-exported here, so importing the checkers starts nothing.
+runner, stats) record, and `report` draws; they are not re-exported here, so importing the
+checkers starts nothing (and loads no matplotlib).
 """
 
 from jepsen_lite.collections_checker import CollectionsModel, check_collections

@@ -1,7 +1,7 @@
 """The jepsen-lite command line: `run` a test against a fresh local cluster, or `check` a stored run.
 
-Owns: argument parsing, the partition refusal, SIGTERM handling (so that a stopped runner still
-kills its nodes) and exit codes: 0 valid, 1 invalid, 2 unknown or harness/usage error.
+Owns: argument parsing, SIGTERM handling (so that a stopped runner still kills its nodes) and
+exit codes: 0 valid, 1 invalid, 2 unknown or harness/usage error. `check` also redraws the report.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jepsen_lite.nemesis import KINDS, UNAVAILABLE_KINDS
+from jepsen_lite.nemesis import KINDS
 from jepsen_lite.runner import DEFAULT_STORE, EXIT_UNKNOWN, RunOptions, check_run, run
 from jepsen_lite.workloads import WORKLOADS
 
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one test against a fresh local cluster")
     r.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
-    r.add_argument("--nemesis", default="", help=f"comma-separated, of: {','.join((*KINDS, *UNAVAILABLE_KINDS))}")
+    r.add_argument("--nemesis", default="", help=f"comma-separated, of: {','.join(KINDS)}")
     r.add_argument("--time-limit", type=float, default=60.0, help="seconds of workload")
     r.add_argument("--concurrency", type=int, default=8)
     r.add_argument("--rate", type=float, default=50.0, help="operations per second, all clients together")
@@ -45,8 +45,6 @@ def _usage_error(message: str) -> None:
 def _nemeses(spec: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in spec.split(",") if k.strip())
     for kind in kinds:
-        if kind in UNAVAILABLE_KINDS:
-            _usage_error(f"{UNAVAILABLE_KINDS[kind]} (needs a fault-injecting transport in raftchroma)")
         if kind not in KINDS:
             _usage_error(f"unknown nemesis {kind!r} (known: {', '.join(KINDS)})")
     return kinds

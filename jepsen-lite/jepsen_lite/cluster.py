@@ -1,8 +1,10 @@
 """A local cluster of real `raftchroma serve` processes, for one jepsen-lite run.
 
 Owns: a fresh temp directory with a generated cluster.toml (free 127.0.0.1 ports, a password,
-allow_reset false), one process group per node, and every signal sent to them. Signals go to the
-process groups this module started and to nothing else. `LocalCluster` is a context manager:
+allow_reset false), one process group per node, every signal sent to them, and the test-only
+partition control of each node. Nodes always run with `--fault-injection` (these are test
+clusters): `block` tells a node to drop all Raft messages to and from some peers. Signals go to
+the process groups this module started and to nothing else. `LocalCluster` is a context manager:
 on exit every node is resumed (SIGCONT, so that a paused node can die) and then SIGKILLed.
 It must not judge results or choose faults (the nemesis does).
 """
@@ -20,12 +22,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 STATUS_TIMEOUT_S = 1.0
+BLOCK_TIMEOUT_S = 2.0
 GRACEFUL_STOP_S = 10.0
 KILL_WAIT_S = 10.0
 POLL_INTERVAL_S = 0.1
@@ -122,7 +126,8 @@ class LocalCluster:
         node = self.nodes[node_id]
         if node.alive():
             raise RuntimeError(f"{node_id} is already running")
-        cmd = [sys.executable, "-m", "raftchroma", "serve", "--config", str(self.config_path), "--node", node_id]
+        cmd = [sys.executable, "-m", "raftchroma", "serve", "--config", str(self.config_path), "--node", node_id,
+               "--fault-injection"]
         if self.options.unsafe_local_reads:
             cmd.append("--unsafe-local-reads")
         env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
@@ -143,9 +148,12 @@ class LocalCluster:
                     known[node_id].append(node.process.pid)
         self.pid_file.write_text(json.dumps(known) + "\n")
 
-    def start_if_down(self, node_id: str) -> None:
-        if not self.nodes[node_id].alive():
-            self.start(node_id)
+    def start_if_down(self, node_id: str) -> bool:
+        """True if the node was down and has been started (a fresh process is unblocked)."""
+        if self.nodes[node_id].alive():
+            return False
+        self.start(node_id)
+        return True
 
     def start_all(self) -> None:
         for node_id, node in self.nodes.items():
@@ -200,6 +208,22 @@ class LocalCluster:
             except (OSError, subprocess.TimeoutExpired):
                 pass
 
+    def block(self, node_id: str, peers: Sequence[str], timeout_s: float = BLOCK_TIMEOUT_S) -> bool:
+        """Makes the node drop every Raft message to and from `peers` (replacing its previous
+        set; `[]` heals it). False if the node is down, paused, or did not confirm in time. A
+        link is cut only when both ends block each other: the caller blocks both sides."""
+        node = self.nodes[node_id]
+        if not node.alive() or node.paused:
+            return False
+        body = json.dumps({"blocked": sorted(peers)}).encode()
+        request = urllib.request.Request(node.url + "/raftchroma/test/partition", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+                return sorted(json.loads(resp.read())["blocked"]) == sorted(peers)
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            return False
+
     # --------------------------------------------------------------- status
 
     def status(self, node_id: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
@@ -227,7 +251,8 @@ class LocalCluster:
         return _poll(self.leader, timeout_s)
 
     def wait_converged(self, timeout_s: float) -> dict[str, int] | None:
-        """Polls until every node is up, agrees on one leader, and has applied the same index."""
+        """Polls until every node is up, blocks no peer, agrees on one leader, and has applied
+        the same index."""
         def converged() -> dict[str, int] | None:
             statuses = {n: self.status(n) for n in self.nodes}
             if any(s is None for s in statuses.values()):
@@ -239,7 +264,9 @@ class LocalCluster:
             # PySyncObj's internal ones, so it is the one to compare with the commit index.
             caught_up = all(int(s["raft_applied_index"]) >= commit and int(s["apply_queue"]) == 0 for s in rows)
             applied = {n: int(s["applied_index"]) for n, s in statuses.items() if s is not None}
-            if len(leaders) != 1 or None in leaders or not caught_up or len(set(applied.values())) != 1:
+            unblocked = all(not s.get("blocked_peers") for s in rows)
+            agreed = len(leaders) == 1 and None not in leaders and len(set(applied.values())) == 1
+            if not (agreed and caught_up and unblocked):
                 return None
             return applied
         return _poll(converged, timeout_s)

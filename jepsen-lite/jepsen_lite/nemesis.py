@@ -1,44 +1,62 @@
 """The nemesis: a seeded schedule of faults, applied to a LocalCluster and undone at heal.
 
 Owns: the schedule (a pure function of seed, fault kinds, time limit and node ids, so that the
-same seed replays the same faults), applying each fault through the cluster, and recording every
-action in the history as a nemesis operation. It must not send signals itself (the cluster does)
-nor look at client operations.
+same seed replays the same faults), the partition shapes (pure), applying each fault through the
+cluster, and recording every action in the history as a nemesis operation. It must not send
+signals or requests itself (the cluster does) nor look at client operations.
 
 Faults: `kill` (SIGKILL one node, the leader, or a majority; restarted at the fault's end),
-`pause` (SIGSTOP, SIGCONT at the end), `restart` (SIGTERM, started again at the end).
-`partition` needs a fault-injecting transport inside raftchroma and is not available yet.
+`pause` (SIGSTOP, SIGCONT at the end), `restart` (SIGTERM, started again at the end),
+`partition` (per-node blocked peers through raftchroma's test-only fault-injecting transport:
+the leader isolated, random halves, a majorities ring, or a bridge; every block lifted at the
+end). Faults never overlap, so no node is killed or restarted by the nemesis during a partition.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jepsen_lite.cluster import LocalCluster
 from jepsen_lite.recorder import Recorder
 
-KINDS = ("kill", "pause", "restart")
-UNAVAILABLE_KINDS = {"partition": "partition nemesis not available yet"}
+KINDS = ("kill", "pause", "restart", "partition")
 FIRST_FAULT_S = (1.0, 3.0)
 FAULT_DURATION_S = (2.0, 5.0)
 QUIET_S = (2.0, 4.0)
-TARGET_MODES = {"kill": ("one", "leader", "majority"), "pause": ("one", "leader"), "restart": ("one", "leader")}
+PARTITION_MODES = ("leader", "halves", "majorities-ring", "bridge")
+TARGET_MODES = {"kill": ("one", "leader", "majority"), "pause": ("one", "leader"), "restart": ("one", "leader"),
+                "partition": PARTITION_MODES}
+HEAL_UNBLOCK_TIMEOUT_S = 30.0
+HEAL_RETRY_INTERVAL_S = 0.2
+
+Grudge = dict[str, list[str]]  # node id -> the peers whose Raft messages it drops (both directions)
 
 
 @dataclass(frozen=True)
 class Fault:
     """One fault: `targets` are concrete node ids, except that mode `leader` is resolved when
-    the fault starts (`targets` then holds the seeded fallback when there is no leader)."""
+    the fault starts (`targets` then holds the seeded fallback when there is no leader). For a
+    partition, `targets` is a seeded permutation of all nodes that fixes the shape (see
+    `partition_grudge`)."""
 
     kind: str
     mode: str
     targets: tuple[str, ...]
     start_s: float
     end_s: float
+
+
+def _targets(rng: random.Random, kind: str, mode: str, nodes: list[str]) -> tuple[str, ...]:
+    if kind == "partition":
+        return tuple(rng.sample(nodes, len(nodes)))  # the order is the shape: not sorted
+    size = len(nodes) // 2 + 1 if mode == "majority" else 1
+    return tuple(sorted(rng.sample(nodes, size)))
 
 
 def schedule(seed: int, kinds: Sequence[str], time_limit_s: float, node_ids: Sequence[str]) -> list[Fault]:
@@ -52,21 +70,72 @@ def schedule(seed: int, kinds: Sequence[str], time_limit_s: float, node_ids: Seq
     while t < time_limit_s - 1.0:
         kind = rng.choice(sorted(kinds))
         mode = rng.choice(TARGET_MODES[kind])
-        size = len(nodes) // 2 + 1 if mode == "majority" else 1
-        targets = tuple(sorted(rng.sample(nodes, size)))
+        targets = _targets(rng, kind, mode, nodes)
         end = min(t + rng.uniform(*FAULT_DURATION_S), time_limit_s)
         faults.append(Fault(kind, mode, targets, round(t, 3), round(end, 3)))
         t = end + rng.uniform(*QUIET_S)
     return faults
 
 
+# ----------------------------------------------------------------- partitions
+
+
+def _grudge(order: Sequence[str], connected: Callable[[str, str], bool]) -> Grudge:
+    return {a: sorted(b for b in order if b != a and not connected(a, b)) for a in sorted(order)}
+
+
+def _ring_reach(n: int) -> int:
+    """How far a node sees along the ring: itself plus `reach` nodes on each side make at least
+    a majority (n // 2 + 1) and, from 4 nodes on, fewer than all."""
+    return math.ceil((n // 2) / 2)
+
+
+def partition_grudge(mode: str, order: Sequence[str], leader: str | None = None) -> Grudge:
+    """Per node, the peers it blocks; symmetric (a blocks b iff b blocks a). Pure.
+
+    `order` is a permutation of all node ids. `leader`: the leader isolated from all others
+    (`order[0]` when None). `halves`: the first n // 2 nodes of `order` against the rest (1|2,
+    2|3). `bridge`: the first n // 2 and the last (n - 1) // 2 cannot talk to each other, the
+    node between them talks to both. `majorities-ring`: `order` is a ring; each node sees the
+    nodes within `_ring_reach(n)` of it, a majority, but a different one for each node. With 3
+    nodes a ring has no link to cut, so only order[0]-order[2] is cut (each end sees 2 of 3).
+    """
+    n, pos = len(order), {node: i for i, node in enumerate(order)}
+    if mode == "leader":
+        isolated = leader if leader in pos else order[0]
+        return _grudge(order, lambda a, b: isolated not in (a, b))
+    if mode == "halves":
+        small = set(order[: n // 2])
+        return _grudge(order, lambda a, b: (a in small) == (b in small))
+    if mode == "bridge":
+        left, right = set(order[: n // 2]), set(order[n // 2 + 1:])
+        return _grudge(order, lambda a, b: not ({a, b} & left and {a, b} & right))
+    if mode == "majorities-ring":
+        if n == 3:
+            return _grudge(order, lambda a, b: {a, b} != {order[0], order[2]})
+        reach = _ring_reach(n)
+        return _grudge(order, lambda a, b: min(abs(pos[a] - pos[b]), n - abs(pos[a] - pos[b])) <= reach)
+    raise ValueError(f"unknown partition mode {mode!r} (known: {', '.join(PARTITION_MODES)})")
+
+
+def grudge_label(grudge: Grudge) -> str:
+    """The cut links, as `n1-n3,n2-n3`; `none` when nothing is blocked."""
+    links = sorted({tuple(sorted((a, b))) for a, peers in grudge.items() for b in peers})
+    return ",".join(f"{a}-{b}" for a, b in links) or "none"
+
+
+# -------------------------------------------------------------------- nemesis
+
+
 class Nemesis:
     """Runs a schedule in its own thread; `heal` undoes every fault still in force."""
 
-    def __init__(self, cluster: LocalCluster, recorder: Recorder, faults: Sequence[Fault]) -> None:
+    def __init__(self, cluster: LocalCluster, recorder: Recorder, faults: Sequence[Fault],
+                 heal_unblock_timeout_s: float = HEAL_UNBLOCK_TIMEOUT_S) -> None:
         self.cluster = cluster
         self.recorder = recorder
         self.faults = list(faults)
+        self.heal_unblock_timeout_s = heal_unblock_timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -89,6 +158,9 @@ class Nemesis:
             for fault in self.faults:
                 if not self._sleep_until(origin_s, fault.start_s):
                     return
+                if fault.kind == "partition":
+                    self._partition(fault, origin_s)
+                    continue
                 targets = self._resolve(fault)
                 self._apply(fault.kind, "start", targets, fault.mode)
                 self._sleep_until(origin_s, fault.end_s)
@@ -109,13 +181,45 @@ class Nemesis:
             for node_id in targets:
                 getattr(self.cluster, _ACTIONS[(kind, phase)])(node_id)
 
+    def _partition(self, fault: Fault, origin_s: float) -> None:
+        """Blocks per the fault's shape, holds it until the fault's end, then unblocks every node.
+        Each node that could not be told (down, paused, not answering) is listed as `unreached`."""
+        leader = self.cluster.leader() if fault.mode == "leader" else None
+        grudge = partition_grudge(fault.mode, fault.targets, leader)
+        value: dict[str, Any] = {"mode": fault.mode, "order": list(fault.targets), "blocked": grudge}
+        if fault.mode == "leader":
+            value["leader"] = leader  # None: no agreed leader, order[0] was isolated instead
+        with self.recorder.nemesis_op("partition-start", grudge_label(grudge), value) as result:
+            result["unreached"] = [n for n, peers in grudge.items() if not self.cluster.block(n, peers)]
+        self._sleep_until(origin_s, fault.end_s)
+        healed: Grudge = {n: [] for n in grudge}
+        with self.recorder.nemesis_op("partition-stop", "all", {"mode": fault.mode, "blocked": healed}) as result:
+            result["unreached"] = [n for n in healed if not self.cluster.block(n, [])]
+
+    def _unblock_all(self, timeout_s: float, skip: Sequence[str] = ()) -> list[str]:
+        """Posts `[]` to every node but `skip` until each has answered (a node still starting
+        answers once it listens). Returns the nodes that never answered."""
+        pending = [n for n in self.cluster.nodes if n not in skip]
+        deadline_s = time.monotonic() + timeout_s
+        while pending:
+            pending = [n for n in pending if not self.cluster.block(n, [])]
+            if not pending or time.monotonic() >= deadline_s:
+                break
+            time.sleep(HEAL_RETRY_INTERVAL_S)
+        return pending
+
     def heal(self) -> None:
-        """Resumes every paused node and starts every stopped one; recorded as `heal`."""
+        """Resumes every paused node, starts every stopped one and unblocks every node's
+        transport; recorded as `heal` (with the nodes that could not be unblocked)."""
         self.stop()
-        with self.recorder.nemesis_op("heal", "all", None):
+        with self.recorder.nemesis_op("heal", "all", {"blocked": {n: [] for n in self.cluster.nodes}}) as result:
+            started = []
             for node_id in self.cluster.nodes:
                 self.cluster.resume(node_id)
-                self.cluster.start_if_down(node_id)
+                if self.cluster.start_if_down(node_id):
+                    started.append(node_id)  # a fresh process starts unblocked
+            result["started"] = started
+            result["unreached"] = self._unblock_all(self.heal_unblock_timeout_s, skip=started)
 
 
 # (kind, phase) -> the LocalCluster method applied to each target node.

@@ -31,16 +31,26 @@ class Recorder:
         return op
 
     @contextmanager
-    def nemesis_op(self, f: str, node: str, value: Any = None) -> Iterator[None]:
-        """Records a nemesis action's start and end (the end carries an error if it raised)."""
+    def nemesis_op(self, f: str, node: str, value: Any = None) -> Iterator[dict[str, Any]]:
+        """Records a nemesis action's start and end (the end carries an error if it raised).
+        The action may fill the yielded dict with what it observed (e.g. nodes it could not
+        reach); those items are merged into the completion's value."""
         self.record(NEMESIS, node, f, None, value, "invoke")
+        observed: dict[str, Any] = {}
         try:
-            yield
+            yield observed
         except Exception as exc:
-            self.record(NEMESIS, node, f, None, value, "info", error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self.record(NEMESIS, node, f, None, _merged(value, observed), "info", error=error)
             raise
-        self.record(NEMESIS, node, f, None, value, "ok")
+        self.record(NEMESIS, node, f, None, _merged(value, observed), "ok")
 
     def ops(self) -> list[Op]:
         with self._lock:
             return list(self._ops)
+
+
+def _merged(value: Any, observed: dict[str, Any]) -> Any:
+    if not observed:
+        return value
+    return {**value, **observed} if isinstance(value, dict) else {"value": value, **observed}

@@ -1,8 +1,8 @@
 """The runner: one jepsen-lite run from cluster start to verdict, and the re-check of a stored run.
 
 Owns: the order of a run (start cluster, set up the workload, clients and nemesis for the time
-limit, heal, wait for recovery, final reads, digests, check), the run directory and the exit code
-(0 valid, 1 invalid, 2 unknown or harness error). Clients are threads, rate-limited together.
+limit, heal, wait for recovery, final reads, digests, check, report), the run directory and the
+exit code (0 valid, 1 invalid, 2 unknown or harness error). Clients are threads, rate-limited together.
 It must not judge operations itself (checkers) nor send signals (cluster, via the nemesis).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 import traceback
@@ -184,8 +185,21 @@ def _convergence(ops: Sequence[Any], nodes: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def _write_report(run_dir: Path, results: dict[str, Any]) -> None:
+    """report.html, latency.png, timeline.png; a failure to draw never changes the verdict, it
+    is noted in results.json and on stderr."""
+    try:
+        from jepsen_lite.report import write_report  # matplotlib loads only when a report is drawn
+
+        write_report(run_dir)
+    except Exception as exc:
+        results["report_error"] = f"{type(exc).__name__}: {exc}"
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"jepsen-lite: no report: {results['report_error']}", file=sys.stderr)
+
+
 def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
-    """Checks a stored run, writes results.json, returns the exit code."""
+    """Checks a stored run, writes results.json and the report, returns the exit code."""
     notes = json.loads((run_dir / "run.json").read_text())
     history = load_history(run_dir / "history.jsonl")
     ops = pair_ops(history)
@@ -212,4 +226,5 @@ def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
         "options": notes["options"],
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    _write_report(run_dir, results)
     return {"valid": EXIT_VALID, "invalid": EXIT_INVALID}.get(verdict, EXIT_UNKNOWN)

@@ -25,17 +25,23 @@ class FakeCluster:
     def __init__(self, nodes: list[str]) -> None:
         self.nodes = {n: None for n in nodes}
         self.calls: list[tuple[str, str]] = []
+        self.blocks: list[tuple[str, list[str]]] = []
+        self.unreachable: set[str] = set()
         self.current_leader: str | None = "n2"
 
     def leader(self) -> str | None:
         return self.current_leader
+
+    def block(self, node_id: str, peers: list[str]) -> bool:
+        self.blocks.append((node_id, sorted(peers)))
+        return node_id not in self.unreachable
 
     def __getattr__(self, name: str):  # kill, pause, resume, stop, start_if_down
         return lambda node_id: self.calls.append((name, node_id))
 
 
 def _run(faults: list[Fault], cluster: FakeCluster, recorder: Recorder) -> Nemesis:
-    nemesis = Nemesis(cluster, recorder, faults)  # type: ignore[arg-type]
+    nemesis = Nemesis(cluster, recorder, faults, heal_unblock_timeout_s=0.3)  # type: ignore[arg-type]
     nemesis.start(time.monotonic())
     time.sleep(faults[-1].end_s + 0.3)  # the fake acts at once; let the schedule play out
     nemesis.heal()
@@ -62,6 +68,30 @@ def test_leader_fault_falls_back_to_the_seeded_node_without_a_leader() -> None:
     cluster.current_leader = None
     _run([Fault("restart", "leader", ("n3",), 0.0, 0.02)], cluster, recorder)
     assert cluster.calls[:2] == [("stop", "n3"), ("start_if_down", "n3")]
+
+
+def test_partition_blocks_both_sides_of_each_cut_link_then_unblocks_and_records_the_map() -> None:
+    cluster, recorder = FakeCluster(["n1", "n2", "n3"]), Recorder()
+    cluster.unreachable = {"n3"}  # e.g. down: recorded, not fatal
+    faults = [Fault("partition", "leader", ("n1", "n2", "n3"), 0.0, 0.05),
+              Fault("partition", "bridge", ("n3", "n1", "n2"), 0.06, 0.1)]
+    nemesis = _run(faults, cluster, recorder)
+    assert nemesis.error is None
+    assert cluster.calls == [(f, n) for n in ("n1", "n2", "n3") for f in ("resume", "start_if_down")]
+    assert cluster.blocks[:3] == [("n1", ["n2"]), ("n2", ["n1", "n3"]), ("n3", ["n2"])]  # n2 leads
+    assert cluster.blocks[3:6] == [("n1", []), ("n2", []), ("n3", [])]
+    assert cluster.blocks[6:9] == [("n1", []), ("n2", ["n3"]), ("n3", ["n2"])]  # n1 bridges
+    assert cluster.blocks[9:12] == [("n1", []), ("n2", []), ("n3", [])]
+    assert ("n1", []) in cluster.blocks[12:] and ("n2", []) in cluster.blocks[12:], "heal unblocks every node"
+    records = recorder.ops()
+    assert [(op.f, op.type) for op in records][:4] == [("partition-start", "invoke"), ("partition-start", "ok"),
+                                                       ("partition-stop", "invoke"), ("partition-stop", "ok")]
+    start = records[1].value
+    assert (start["mode"], start["leader"], start["unreached"]) == ("leader", "n2", ["n3"])
+    assert start["blocked"] == {"n1": ["n2"], "n2": ["n1", "n3"], "n3": ["n2"]}
+    assert records[1].node == "n1-n2,n2-n3"
+    heal = [op for op in records if op.f == "heal" and op.type == "ok"][0]
+    assert heal.value["unreached"] == ["n3"] and heal.value["blocked"] == {"n1": [], "n2": [], "n3": []}
 
 
 def test_phase_stats_split_ops_by_fault_intervals() -> None:
