@@ -25,7 +25,7 @@ from aiohttp import web
 from raftchroma.errors import ApiError, InvalidArgument, result_error
 from raftchroma.http import parse
 from raftchroma.node import Node
-from raftchroma.store import CHROMA_SERVER_VERSION, Result, not_found_collection
+from raftchroma.store import CHROMA_SERVER_VERSION, Result, Store, not_found_collection
 
 log = logging.getLogger(__name__)
 
@@ -313,20 +313,16 @@ async def delete_records(request: web.Request) -> web.Response:
     return await do_write(request, op)
 
 
-async def get_records(request: web.Request) -> web.Response:
-    body = await body_as(request, parse.GET)
-    store, (tenant, database) = node_of(request).store, path_scope(request)
-    api_id = path_collection_id(request)
-    req = await checked(request, api_id, lambda: parse.get_request(body))
-    return await do_read(request, lambda: store.get(tenant, database, api_id, req))
-
-
-async def query_records(request: web.Request) -> web.Response:
-    body = await body_as(request, parse.QUERY)
-    store, (tenant, database) = node_of(request).store, path_scope(request)
-    api_id = path_collection_id(request)
-    req = await checked(request, api_id, lambda: parse.query_request(body))
-    return await do_read(request, lambda: store.query(tenant, database, api_id, req))
+def records_read(spec: Any, parse_request: Callable[[Any], dict[str, Any]],
+                 read: Callable[..., Result]) -> Handler:
+    """get and query: parse, check the collection as Chroma orders its checks, then read."""
+    async def handle(request: web.Request) -> web.Response:
+        body = await body_as(request, spec)
+        store, (tenant, database) = node_of(request).store, path_scope(request)
+        api_id = path_collection_id(request)
+        req = await checked(request, api_id, lambda: parse_request(body))
+        return await do_read(request, lambda: read(store, tenant, database, api_id, req))
+    return handle
 
 
 async def count_records(request: web.Request) -> web.Response:
@@ -435,8 +431,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post(col + "/upsert", records_handler("upsert", parse.UPSERT))
     r.add_post(col + "/update", records_handler("update", parse.UPDATE))
     r.add_post(col + "/delete", delete_records)
-    r.add_post(col + "/get", get_records)
-    r.add_post(col + "/query", query_records)
+    r.add_post(col + "/get", records_read(parse.GET, parse.get_request, Store.get))
+    r.add_post(col + "/query", records_read(parse.QUERY, parse.query_request, Store.query))
     r.add_get(col + "/count", count_records)
     r.add_post(col + "/search", unsupported(
         "Error executing plan: Not implemented: Search operation is not implemented for local executor",
