@@ -55,6 +55,7 @@ class RaftTuning:
     connection_timeout_s: float = 5.0
     max_entry_bytes: int = 48 * 1024 * 1024
     snapshot_min_entries: int = 10_000  # compact the log once it holds this many entries
+    snapshot_max_log_bytes: int = 64 * 1024 * 1024  # ...or once entries since the last snapshot hold this much
     snapshot_interval_s: float = 86_400.0  # ...or once this long has passed since the last snapshot
     snapshot_chunk_bytes: int = 1024 * 1024  # snapshot transfer message size
 
@@ -133,7 +134,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path |
 def _parse_raft(raw: dict[str, Any]) -> RaftTuning:
     defaults = RaftTuning()
     values = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[raft]") for f in dataclasses.fields(RaftTuning)}
-    for key in ("max_entry_bytes", "snapshot_min_entries", "snapshot_chunk_bytes"):
+    for key in ("max_entry_bytes", "snapshot_min_entries", "snapshot_max_log_bytes", "snapshot_chunk_bytes"):
         values[key] = int(values[key])
     tuning = RaftTuning(**values)
     if tuning.election_timeout_min_s >= tuning.election_timeout_max_s:

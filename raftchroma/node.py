@@ -68,6 +68,8 @@ class Node:
         self.snapshot_index = 0
         self.snapshot_installs = 0
         self.apply_error: str | None = None
+        self._log_bytes_since_snapshot = 0
+        self._snapshot_forced = False
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
 
     # --------------------------------------------------------------- lifecycle
@@ -131,6 +133,15 @@ class Node:
             result = self._apply_until_done(op, index)
             self._resolve(op.get("rid"), index, result)
         self._set_applied(index)
+        self._count_log_bytes(len(data))
+
+    def _count_log_bytes(self, entry_bytes: int) -> None:
+        """Bound the log by bytes too: a few big batches must not keep gigabytes in the journal
+        (and in PySyncObj's memory), nor make a restart replay them."""
+        self._log_bytes_since_snapshot += entry_bytes
+        if self._log_bytes_since_snapshot > self.config.raft.snapshot_max_log_bytes and not self._snapshot_forced:
+            self._snapshot_forced = True
+            self.replication.force_snapshot()
 
     def _apply_until_done(self, op: dict[str, Any], index: int) -> Result:
         """A committed op must be applied here eventually: retry environmental failures
@@ -160,6 +171,7 @@ class Node:
             started = time.monotonic()
             self.store.write_snapshot(final_path, {"index": raft_meta["index"], "raft": raft_meta})
             self.snapshot_index = raft_meta["index"]
+            self._log_bytes_since_snapshot, self._snapshot_forced = 0, False
             log.info("snapshot at index %d written in %.2fs", raft_meta["index"], time.monotonic() - started)
             self.replication.snapshot_done(True)
         except OSError:
@@ -176,6 +188,7 @@ class Node:
         pinned.unlink(missing_ok=True)
         self.snapshot_index = header["index"]
         self.snapshot_installs += 1
+        self._log_bytes_since_snapshot, self._snapshot_forced = 0, False
         log.info("installed snapshot at index %d in %.2fs", header["index"], time.monotonic() - started)
         self._set_applied(header["index"])
 

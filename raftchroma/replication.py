@@ -251,6 +251,10 @@ class Replication:
         meta = self._snapshots.install_snapshot(Path(path))
         return _entry_from_json(meta["last"]), _entry_from_json(meta["prev"]), {TCPNode(a) for a in meta["cluster"]}
 
+    def force_snapshot(self) -> None:
+        """Ask PySyncObj to compact at its next tick, whatever its entry-count threshold says."""
+        self._raft.forceLogCompaction()
+
     @property
     def journal_bytes(self) -> int:
         return self._journal.size_bytes

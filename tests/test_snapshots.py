@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 from tests.harness import Cluster, http, make_cluster, start_cluster, wait_for
@@ -112,3 +113,18 @@ def test_corrupt_snapshot_refuses_to_start(tmp_path: Path) -> None:
                              "--node", "n1"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3
     assert "corrupt snapshot" in result.stderr and str(path) in result.stderr and "checksum" in result.stderr
+
+
+@pytest.mark.slow
+def test_big_entries_trigger_a_snapshot_by_log_bytes(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path, raft_keys="snapshot_max_log_bytes = 300000")
+    try:
+        leader = start_cluster(cluster)
+        col = cluster.node(leader).client().create_collection("bytes")
+        for batch in range(4):  # 4 entries of ~200 KB each, far below snapshot_min_entries
+            vectors = np.random.default_rng(batch).random((500, 100), dtype=np.float32)
+            col.add(ids=[f"b{batch}-{i}" for i in range(500)], embeddings=vectors)
+        for node_id in cluster.nodes:
+            wait_for(lambda: cluster.node(node_id).status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
+    finally:
+        cluster.stop_all()
