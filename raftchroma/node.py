@@ -27,7 +27,7 @@ from raftchroma import snapshot
 from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_request_id
 from raftchroma.config import ClusterConfig, NodeConfig
 from raftchroma.errors import ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
-from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SUCCESS, Replication
+from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS, Replication
 from raftchroma.store import Result, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ EXIT_INSTALL_FAILED = 71
 _LEADER_POLL_S = 0.02
 _APPLY_RETRY_MIN_S = 0.05
 _APPLY_RETRY_MAX_S = 2.0
+_CLEAN_AFTER_IDLE_S = 1.0  # the applier marks the store clean after this long without entries
 
 
 class EntryTooLarge(ApiError):
@@ -69,6 +70,7 @@ class Node:
         self.snapshot_installs = 0
         self.apply_error: str | None = None
         self._log_bytes_since_snapshot = 0
+        self._skip_through = 0
         self._snapshot_forced = False
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
 
@@ -77,7 +79,11 @@ class Node:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         os.makedirs(self.node.data_dir, exist_ok=True)
-        self.store = await self._loop.run_in_executor(None, Store, self.node.data_dir, self.config.allow_reset)
+        self.store = await self._loop.run_in_executor(
+            None, Store, self.node.data_dir, self.config.allow_reset, _local_snapshot_index(self.node.data_dir))
+        self.applied_index = self._skip_through = self.store.recovered_index
+        if self._skip_through:
+            log.info("kept the store left clean at index %d; entries up to it are skipped", self._skip_through)
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
@@ -113,7 +119,11 @@ class Node:
 
     def _apply_loop(self) -> None:
         while True:
-            item = self._apply_queue.get()
+            try:
+                item = self._apply_queue.get(timeout=_CLEAN_AFTER_IDLE_S)
+            except queue.Empty:
+                self.store.mark_clean(self.applied_index)  # idle: a crash now keeps the store
+                continue
             if item is None:
                 return
             if item[0] == "entry":
@@ -124,11 +134,15 @@ class Node:
                 self._install(*item[1:])
 
     def _apply_entry(self, index: int, data: bytes) -> None:
+        if index <= self._skip_through:  # already in the store kept from the last run
+            return
         try:
             ops = decode_entry(data)
         except CorruptEntry as exc:
             log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
             os._exit(EXIT_CORRUPT_LOG)
+        if any(op["kind"] != "barrier" for op in ops):  # read barriers change nothing
+            self.store.mark_dirty()
         for op in ops:
             result = self._apply_until_done(op, index)
             self._resolve(op.get("rid"), index, result)
@@ -179,7 +193,11 @@ class Node:
             self.replication.snapshot_done(False)
 
     def _install(self, pinned: Path, header: dict[str, Any], generation: int) -> None:
+        if header["index"] <= self._skip_through:  # the kept store is at least this new
+            pinned.unlink(missing_ok=True)
+            return
         started = time.monotonic()
+        self.store.mark_dirty()
         try:
             self.store.install_snapshot(pinned, header)
         except OSError as exc:  # e.g. disk full: the store is gone; restart and install again
@@ -342,8 +360,21 @@ class Node:
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
             "apply_error": self.apply_error,
+            "store_clean": self.store.clean,
+            "store_kept_index": self._skip_through,
             "blocked_peers": self.replication.blocked_peers(),
         }
+
+
+def _local_snapshot_index(data_dir: Path) -> int:
+    """The index of the node's own snapshot file (its header only; Replication verifies it)."""
+    path = Path(data_dir) / SNAPSHOT_FILE_NAME
+    if not path.exists():
+        return 0
+    try:
+        return int(snapshot.read_header(path, verify=False)["index"])
+    except snapshot.SnapshotCorrupt:
+        return 0
 
 
 def _size(path: Path) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -39,6 +40,7 @@ DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
 DEFAULT_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 CHROMA_SERVER_VERSION = "1.0.0"  # what `chroma run` 1.5.9 answers at /api/v2/version
+STATE_FILE_NAME = "store.state"  # the clean marker: see Store.mark_clean
 APPLY_CHUNK_RECORDS = 50  # records per Chroma call: bounds how long one call holds the GIL
 
 
@@ -92,8 +94,9 @@ class CollectionRef:
 class Store:
     """Embedded Chroma under `data_dir/chroma`, with the API-id map kept beside it."""
 
-    def __init__(self, data_dir: Path, allow_reset: bool) -> None:
+    def __init__(self, data_dir: Path, allow_reset: bool, snapshot_index: int = 0) -> None:
         self._chroma_dir = Path(data_dir) / "chroma"
+        self._state_path = Path(data_dir) / STATE_FILE_NAME
         self._allow_reset = allow_reset
         self._lock = threading.RLock()  # guards the id maps; Chroma itself is thread-safe
         self._collections: dict[str, CollectionRef] = {}
@@ -102,7 +105,56 @@ class Store:
         self._swap = threading.Condition()  # readers vs. a snapshot install swapping the store
         self._readers = 0
         self._swapping = False
-        self._bindings = self._open(wipe=True)
+        self.recovered_index = self._recoverable_index(snapshot_index)
+        self._clean = self.recovered_index > 0
+        self._bindings = self._open(wipe=not self._clean)
+
+    # ---------------------------------------------------- the clean marker
+
+    def _recoverable_index(self, snapshot_index: int) -> int:
+        """The applied index of a store left clean (idle, fsynced) by the last run, if it can be
+        kept: it must be at least as new as the local snapshot. 0 means rebuild from scratch."""
+        try:
+            state = json.loads(self._state_path.read_text())
+        except (OSError, ValueError):
+            return 0
+        if not state.get("clean") or state.get("applied", 0) < max(snapshot_index, 1) or not self._chroma_dir.exists():
+            return 0
+        self._load_maps(state["maps"])
+        return int(state["applied"])
+
+    @property
+    def clean(self) -> bool:
+        return self._clean
+
+    def mark_dirty(self) -> None:
+        """Before the first change after a clean point: from now on a crash means rebuild."""
+        if self._clean:
+            self._write_state({"clean": False})
+            self._clean = False
+
+    def mark_clean(self, applied_index: int) -> None:
+        """Idle at `applied_index`: flush Chroma's files, then record that the store may be kept."""
+        if self._clean:
+            return
+        for path in sorted(self._chroma_dir.rglob("*")):
+            if path.is_file():
+                _fsync_file(path)
+        self._write_state({"clean": True, "applied": applied_index, "maps": self._maps()})
+        self._clean = True
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
+        with open(tmp, "w") as out:
+            json.dump(state, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self._state_path)
+        dir_fd = os.open(self._state_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _open(self, wipe: bool) -> Any:
         if wipe and self._chroma_dir.exists():
@@ -137,10 +189,12 @@ class Store:
     def write_snapshot(self, path: Path, header: dict[str, Any]) -> None:
         """Write the store as one snapshot file. Call only from the applier thread, between
         entries: no write is in flight, so the files on disk are a consistent image."""
+        snapshot.write_snapshot(path, self._chroma_dir, dict(header, store=self._maps()))
+
+    def _maps(self) -> dict[str, Any]:
         with self._lock:
-            maps = {"collections": {k: [r.local_id, r.tenant, r.database] for k, r in self._collections.items()},
+            return {"collections": {k: [r.local_id, r.tenant, r.database] for k, r in self._collections.items()},
                     "database_ids": dict(self._database_ids)}
-        snapshot.write_snapshot(path, self._chroma_dir, dict(header, store=maps))
 
     def install_snapshot(self, path: Path, header: dict[str, Any]) -> None:
         """Replace the whole store with the snapshot's (applier thread only)."""
@@ -473,6 +527,17 @@ def chroma_error_result(exc: Exception) -> Result:
     if isinstance(exc, chroma_errors.ChromaError):
         return error(exc.code(), type(exc).__name__, message)
     return error(500, "InternalError", message)
+
+
+def _fsync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _json_or_none(value: Any) -> str | None:

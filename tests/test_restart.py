@@ -74,3 +74,26 @@ def test_truncated_journal_refuses_to_start_and_serves_nothing(tmp_path: Path) -
     assert result.returncode == 3
     assert "corrupt Raft journal" in result.stderr and str(journal) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_node_killed_while_idle_keeps_its_store_and_skips_the_replay(fresh_cluster: Cluster) -> None:
+    cluster = fresh_cluster
+    leader = cluster.leader()
+    follower = next(n for n in cluster.nodes if n != leader)
+    col = cluster.node(leader).client().create_collection("kept")
+    for i in range(19):
+        col.add(ids=[f"k{i}"], embeddings=[[float(i), 0.5]])
+    status, headers, _ = http("POST", f"{cluster.node(leader).url}{SCOPE}/collections/{col.id}/add",
+                              {"ids": ["k19"], "embeddings": [[19.0, 0.5]]})
+    last_write_index = int(headers["X-Raftchroma-Index"])
+    wait_for(lambda: cluster.node(follower).status()["store_clean"], 30, "the follower to mark its store clean")
+    before = digest_of(cluster, leader)  # a read barrier: it does not dirty the store
+    cluster.kill(follower)
+    cluster.start(follower)
+    wait_for(lambda: cluster.node(follower).status() is not None, 60, "the follower to serve")
+    status = cluster.node(follower).status()
+    assert status["store_kept_index"] >= last_write_index and status["snapshot_installs"] == 0
+    assert digest_of(cluster, follower) == before
+    col.add(ids=["after"], embeddings=[[9.0, 9.0]])
+    assert cluster.node(follower).client().get_collection("kept").count() == 21
