@@ -118,12 +118,13 @@ def cluster_status(config: ClusterConfig) -> list[dict[str, Any]]:
 @click.option("--config", "config_path", default="cluster.toml", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config_path: str, as_json: bool) -> None:
-    """Show each node: reachable, role, term, leader, commit index, applied index."""
+    """Show each node: reachable, role, term, leader, commit/applied/snapshot index, log size."""
     rows = cluster_status(_load(config_path))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    columns = ("id", "url", "reachable", "role", "term", "leader", "commit_index", "applied_index", "log_len")
+    columns = ("id", "url", "reachable", "role", "term", "leader", "commit_index", "applied_index",
+               "snapshot_index", "log_len", "journal_bytes")
     click.echo("  ".join(f"{c:<14}" if c != "url" else f"{c:<24}" for c in columns))
     for row in rows:
         click.echo("  ".join(

@@ -43,6 +43,11 @@ def test_up_prints_urls_and_leader_then_ctrl_c_stops_every_node(tmp_path: Path) 
         assert all(row["reachable"] for row in rows)
         assert len({row["leader"] for row in rows}) == 1
         assert sorted(row["role"] for row in rows) == ["follower", "follower", "leader"]
+        assert all(row["snapshot_index"] == 0 and row["log_len"] >= 1 and row["journal_bytes"] > 0 for row in rows)
+        table = subprocess.run([sys.executable, "-m", "raftchroma", "status", "--config", str(cluster.config_path)],
+                               capture_output=True, text=True, timeout=60).stdout.splitlines()
+        assert table[0].split() == ["id", "url", "reachable", "role", "term", "leader", "commit_index",
+                                    "applied_index", "snapshot_index", "log_len", "journal_bytes"]
         os.killpg(up.pid, signal.SIGINT)
         assert up.wait(timeout=60) == 0
         for node in cluster.nodes.values():
