@@ -178,7 +178,9 @@ class Node:
         self._call_in_loop(self._wake_index_waiters, index)
 
     def _write_snapshot(self, final_path: Path, raft_meta: dict[str, Any], generation: int) -> None:
-        if generation != self._install_generation:  # a newer snapshot was installed meanwhile
+        stale = generation != self._install_generation  # a newer snapshot was installed meanwhile
+        ahead = raft_meta["index"] < self._skip_through  # the kept store is newer than this index
+        if stale or ahead:
             self.replication.snapshot_done(False)
             return
         try:
