@@ -457,10 +457,12 @@ class Store:
         include = ["embeddings", "metadatas", "documents", "uris"]
         resp = self._bindings.get(ref.local_id, None, None, None, 0, None, include, ref.tenant, ref.database)
         order = sorted(range(len(resp.ids)), key=lambda i: resp.ids[i])
+        metadatas = resp.metadatas or [None] * len(order)
+        documents = resp.documents or [None] * len(order)
         digest = hashlib.sha256()
         for i in order:
             vector = np.asarray(resp.embeddings[i], dtype="<f4").tobytes() if resp.embeddings is not None else b""
-            row = [resp.ids[i], (resp.metadatas or [None] * len(order))[i], (resp.documents or [None] * len(order))[i]]
+            row = [resp.ids[i], metadatas[i], documents[i]]
             digest.update(json.dumps(row, sort_keys=True).encode() + vector)
         return digest.hexdigest()
 

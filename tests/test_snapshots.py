@@ -130,3 +130,4 @@ def test_big_entries_trigger_a_snapshot_by_log_bytes(tmp_path: Path) -> None:
             wait_for(lambda: cluster.node(node_id).status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
     finally:
         cluster.stop_all()
+
