@@ -48,8 +48,12 @@ def main() -> None:
               help="TEST ONLY: serve linearizable reads without a barrier (jepsen-lite proves this is unsafe).")
 @click.option("--fault-injection", is_flag=True, hidden=True,
               help="TEST ONLY: enable POST /raftchroma/test/partition (jepsen-lite's partition nemesis).")
+@click.option("--test-snapshot-chunk-delay-s", type=float, default=0.0, hidden=True,
+              help="TEST ONLY (needs --fault-injection): sleep this long on receipt of each snapshot chunk.")
+@click.option("--test-no-snapshot-keepalive", is_flag=True, hidden=True,
+              help="TEST ONLY (needs --fault-injection): send no keepalive while receiving a snapshot.")
 def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool,
-          fault_injection: bool) -> None:
+          fault_injection: bool, test_snapshot_chunk_delay_s: float, test_no_snapshot_keepalive: bool) -> None:
     """Run one node in the foreground until SIGTERM or SIGINT."""
     config = _load(config_path)
     if node_id is None:
@@ -60,12 +64,17 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
     except ConfigError as exc:
         click.echo(f"raftchroma: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    if (test_snapshot_chunk_delay_s or test_no_snapshot_keepalive) and not fault_injection:
+        click.echo("raftchroma: --test-snapshot-* options need --fault-injection", err=True)
+        sys.exit(EXIT_USAGE)
+    test_faults = {"snapshot_chunk_delay_s": test_snapshot_chunk_delay_s,
+                   "snapshot_keepalive": not test_no_snapshot_keepalive}
     _setup_logging(log_level, node_id)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     from raftchroma.journal import JournalCorrupt
     from raftchroma.snapshot import SnapshotCorrupt
     try:
-        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection))
+        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection, test_faults))
     except JournalCorrupt as exc:
         click.echo(f"raftchroma: refusing to start node {node_id}: corrupt Raft journal: {exc}", err=True)
         sys.exit(EXIT_CORRUPT)
@@ -80,7 +89,8 @@ def _setup_logging(level: str, node_id: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool, fault_injection: bool) -> None:
+async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool, fault_injection: bool,
+                 test_faults: dict[str, Any]) -> None:
     from raftchroma.http import run_server
     from raftchroma.node import Node
 
@@ -88,7 +98,8 @@ async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads, fault_injection=fault_injection)
+    node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads, fault_injection=fault_injection,
+                **test_faults)
     await run_server(node, stop)
     logging.getLogger(__name__).info("node %s stopped", node_config.id)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import heapq
 import itertools
 import logging
@@ -49,11 +50,14 @@ class Node:
     """One replica. Create it inside a running event loop, then `await start()`."""
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, unsafe_local_reads: bool = False,
-                 fault_injection: bool = False) -> None:
+                 fault_injection: bool = False, snapshot_chunk_delay_s: float = 0.0,
+                 snapshot_keepalive: bool = True) -> None:
         self.config = config
         self.node = node
         self.unsafe_local_reads = unsafe_local_reads  # test-only: linearizable reads without a barrier
         self.fault_injection = fault_injection  # test-only: /raftchroma/test/partition drops peer traffic
+        self._snapshot_faults = {"snapshot_chunk_delay_s": snapshot_chunk_delay_s,  # test-only, with fault_injection
+                                 "snapshot_keepalive": snapshot_keepalive}
         self.store: Store | None = None
         self.replication: Replication | None = None
         self.applied_index = 0
@@ -86,8 +90,8 @@ class Node:
             log.info("kept the store left clean at index %d; entries up to it are skipped", self._skip_through)
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
-        self.replication = await self._loop.run_in_executor(
-            None, Replication, self.config, self.node, self._enqueue, self.fault_injection, self)
+        self.replication = await self._loop.run_in_executor(None, functools.partial(
+            Replication, self.config, self.node, self._enqueue, self.fault_injection, self, **self._snapshot_faults))
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -365,6 +369,7 @@ class Node:
             "store_clean": self.store.clean,
             "store_kept_index": self._skip_through,
             "blocked_peers": self.replication.blocked_peers(),
+            "snapshot_sends": self.replication.snapshot_sends(),
         }
 
 

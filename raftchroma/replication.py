@@ -27,6 +27,8 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -68,16 +70,33 @@ class RaftStatus:
     leader_connected: bool  # a follower cannot forward to a leader it is not connected to
 
 
+def _snapshot_chunk(message: Any) -> Any:
+    """The (data, is_first, is_last) chunk of a snapshot transfer message, else None."""
+    if isinstance(message, dict) and message.get("type") == "append_entries":
+        return message.get("serialized")
+    return None
+
+
 class RaftchromaTransport(TCPTransport):
     """EXTENSION of PySyncObj 0.3.17's TCP transport: while a follower receives a snapshot it
     answers nothing until the last chunk, so the leader dropped the connection after
     `connectionTimeout` and restarted the transfer from zero, forever for large snapshots.
     The follower now answers every chunk with a keepalive (a message type PySyncObj ignores),
-    which keeps the leader's side of the connection alive."""
+    which keeps the leader's side of the connection alive. It also counts, per peer address,
+    the snapshot transfers this node started sending (a restarted transfer counts again)."""
+
+    snapshot_keepalive = True  # only tests turn it off, to show the hazard it closes
+    snapshot_sends: Counter[str]  # set per node on the per-node subclass (see Replication)
+
+    def send(self, node: Any, message: Any) -> bool:
+        chunk = _snapshot_chunk(message)
+        if chunk is not None and chunk[1]:  # is_first: a transfer starts (or starts over)
+            self.snapshot_sends[node.address] += 1
+        return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
         super()._onMessageReceived(node, message)
-        if message.get("type") == "append_entries" and message.get("serialized") is not None:
+        if self.snapshot_keepalive and _snapshot_chunk(message) is not None:
             self.send(node, {"type": "raftchroma_keepalive"})
 
 
@@ -86,9 +105,12 @@ class FaultInjectingTransport(RaftchromaTransport):
     plus a set of blocked peer addresses whose messages are dropped in both directions. This
     is how jepsen-lite partitions a cluster on one machine without root: PySyncObj identifies
     peers by configured address and only one side of a pair dials, so a TCP proxy per link
-    cannot cut a link cleanly, but dropping at the message layer can."""
+    cannot cut a link cleanly, but dropping at the message layer can. It can also slow down
+    the receipt of each snapshot chunk (a slow disk), which makes a transfer outlast
+    `connectionTimeout` in a test-sized cluster."""
 
     blocked: frozenset[str] = frozenset()
+    snapshot_chunk_delay_s = 0.0
 
     def send(self, node: Any, message: Any) -> bool:
         if node.address in self.blocked:
@@ -98,6 +120,8 @@ class FaultInjectingTransport(RaftchromaTransport):
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
         if node.address in self.blocked:
             return
+        if self.snapshot_chunk_delay_s and _snapshot_chunk(message) is not None:
+            time.sleep(self.snapshot_chunk_delay_s)  # the tick thread, as a slow chunk write would be
         super()._onMessageReceived(node, message)
 
 
@@ -177,12 +201,16 @@ class Replication:
     """A node's Raft participant. Thread-safe; callbacks arrive on PySyncObj's tick thread."""
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler,
-                 fault_injection: bool = False, snapshots: SnapshotHooks | None = None) -> None:
+                 fault_injection: bool = False, snapshots: SnapshotHooks | None = None,
+                 snapshot_chunk_delay_s: float = 0.0, snapshot_keepalive: bool = True) -> None:
         self._address_to_id = {n.raft_address: n.id for n in config.nodes}
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self._transport_class: type = type(
-            "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,), {})
+            "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,),
+            {"snapshot_sends": Counter()})
         self._fault_injection = fault_injection
+        if snapshot_chunk_delay_s or not snapshot_keepalive:
+            self.slow_snapshot_receipt(snapshot_chunk_delay_s, snapshot_keepalive)
         self._node = node
         self._snapshots = snapshots
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
@@ -296,6 +324,19 @@ class Replication:
         if unknown:
             raise ValueError(f"unknown node ids: {unknown}")
         self._transport_class.blocked = frozenset(self._id_to_address[n] for n in node_ids)
+
+    def slow_snapshot_receipt(self, chunk_delay_s: float, keepalive: bool = True) -> None:
+        """TEST ONLY: sleep this long on receipt of each snapshot chunk; optionally send no keepalive."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._transport_class.snapshot_chunk_delay_s = chunk_delay_s
+        self._transport_class.snapshot_keepalive = keepalive
+
+    def snapshot_sends(self) -> dict[str, int]:
+        """Per peer id: snapshot transfers this node started sending (restarts included)."""
+        sends = self._transport_class.snapshot_sends
+        return {node_id: sends.get(address, 0) for node_id, address in sorted(self._id_to_address.items())
+                if address != self._node.raft_address}
 
     def blocked_peers(self) -> list[str]:
         if not self._fault_injection:

@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jepsen_lite.matrix import LEDGER_NAME, main_table, parse_seeds, run_campaign
+from jepsen_lite.matrix import NEMESES as NEMESES_ORDER
+from jepsen_lite.matrix import WORKLOADS as WORKLOADS_ORDER
 from jepsen_lite.nemesis import KINDS
 from jepsen_lite.runner import DEFAULT_STORE, EXIT_UNKNOWN, RunOptions, check_run, run
 from jepsen_lite.workloads import WORKLOADS
@@ -34,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--store", type=Path, default=DEFAULT_STORE, help="parent of the run directory")
     c = sub.add_parser("check", help="re-check a stored run directory")
     c.add_argument("run_dir", type=Path)
+    m = sub.add_parser("matrix", help="run every workload x nemesis for each seed, one run after another")
+    m.add_argument("--seeds", required=True, help="e.g. 101,102 or 103-110")
+    m.add_argument("--time-limit", type=float, default=60.0)
+    m.add_argument("--concurrency", type=int, default=6)
+    m.add_argument("--rate", type=float, default=40.0)
+    m.add_argument("--workloads", default=",".join(WORKLOADS_ORDER))
+    m.add_argument("--nemeses", default=",".join(NEMESES_ORDER))
+    m.add_argument("--store", type=Path, default=DEFAULT_STORE / "matrix")
+    t = sub.add_parser("table", help="print the markdown table of a matrix ledger")
+    t.add_argument("ledger", type=Path, nargs="?", default=DEFAULT_STORE / "matrix" / LEDGER_NAME)
     return parser
 
 
@@ -61,12 +74,30 @@ def _summary(run_dir: Path) -> str:
             f"ops: {counts['operations']} (ok {counts['ok']}, fail {counts['fail']}, info {counts['info']})")
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        _usage_error(f"--seeds: {exc}")
+    workloads = [w for w in args.workloads.split(",") if w]
+    nemeses = list(_nemeses(args.nemeses))
+    for workload in workloads:
+        if workload not in WORKLOADS:
+            _usage_error(f"unknown workload {workload!r}")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return run_campaign(seeds, args.time_limit, args.concurrency, args.rate, args.store, workloads, nemeses)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         code = check_run(args.run_dir)
         print(_summary(args.run_dir))
         return code
+    if args.command == "table":
+        return main_table(args.ledger)
+    if args.command == "matrix":
+        return _matrix(args)
     if args.concurrency < 1 or args.rate <= 0 or args.time_limit <= 0 or args.nodes < 1:
         _usage_error("--concurrency, --rate, --time-limit and --nodes must be positive")
     opts = RunOptions(workload=args.workload, nemesis=_nemeses(args.nemesis), time_limit_s=args.time_limit,

@@ -1,0 +1,135 @@
+"""The run campaign: every workload x nemesis cell for a list of seeds, and its summary table.
+
+Owns: the order of a campaign (seed-major, so a campaign cut short still covers every cell
+evenly), one `jepsen-lite run` subprocess per cell (a run that hangs or crashes cannot take the
+campaign down with it), the ledger (`matrix.jsonl`, one line per finished run, appended so that
+campaigns add up) and the markdown table drawn from the ledger. It judges nothing itself: the
+verdict of each run is the one its `results.json` holds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+WORKLOADS = ("register", "set", "collections")
+NEMESES = ("kill", "pause", "partition", "restart")
+RUN_TIMEOUT_S = 600.0
+STOP_GRACE_S = 60.0
+LEDGER_NAME = "matrix.jsonl"
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """`101,102` or `103-110` or a mix: `101,103-105`."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if "-" in part:
+            first, last = (int(x) for x in part.split("-", 1))
+            if last < first:
+                raise ValueError(f"empty seed range {part!r}")
+            seeds.extend(range(first, last + 1))
+        else:
+            seeds.append(int(part))
+    return seeds
+
+
+def cells(workloads: Sequence[str], nemeses: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, str, int]]:
+    """Seed-major order: every cell once for the first seed, then every cell for the next."""
+    return [(w, n, s) for s in seeds for w in workloads for n in nemeses]
+
+
+def _stop_runner(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM lets the runner unwind and kill the nodes it started; SIGKILL only if it does not."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _run_one(workload: str, nemesis: str, seed: int, time_limit_s: float, concurrency: int,
+             rate: float, store: Path) -> dict[str, Any]:
+    launcher = Path(__file__).resolve().parent.parent / "jepsen-lite"
+    before = set(store.iterdir()) if store.exists() else set()
+    started = time.monotonic()
+    argv = [str(launcher), "run", "--workload", workload, "--nemesis", nemesis,
+            "--time-limit", str(time_limit_s), "--concurrency", str(concurrency), "--rate", str(rate),
+            "--seed", str(seed), "--store", str(store)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        exit_code: int | None = proc.wait(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        exit_code = None
+        _stop_runner(proc)
+    except BaseException:  # Ctrl-C or SIGTERM of the campaign: the runner must still stop its nodes
+        _stop_runner(proc)
+        raise
+    new_dirs = sorted(set(store.iterdir()) - before) if store.exists() else []
+    record: dict[str, Any] = {
+        "workload": workload, "nemesis": nemesis, "seed": seed, "time_limit_s": time_limit_s,
+        "concurrency": concurrency, "rate": rate, "exit": exit_code,
+        "wall_s": round(time.monotonic() - started, 1), "dir": str(new_dirs[-1]) if new_dirs else None,
+        "verdict": "unknown", "verdicts": {}, "counts": {},
+    }
+    if new_dirs and (new_dirs[-1] / "results.json").exists():
+        results = json.loads((new_dirs[-1] / "results.json").read_text())
+        record.update(verdict=results["verdict"], verdicts=results["verdicts"], counts=results["counts"])
+    return record
+
+
+def run_campaign(seeds: Sequence[int], time_limit_s: float, concurrency: int, rate: float, store: Path,
+                 workloads: Sequence[str] = WORKLOADS, nemeses: Sequence[str] = NEMESES) -> int:
+    """Runs every cell, appends each result to the ledger; returns 1 if any run was invalid,
+    2 if any was unknown, else 0 (the same codes as one run)."""
+    store.mkdir(parents=True, exist_ok=True)
+    ledger = store / LEDGER_NAME
+    worst = 0
+    for workload, nemesis, seed in cells(workloads, nemeses, seeds):
+        record = _run_one(workload, nemesis, seed, time_limit_s, concurrency, rate, store)
+        with ledger.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"{workload:12} {nemesis:10} seed {seed:<5} {record['verdict']:8} exit {record['exit']} "
+              f"{record['wall_s']} s", flush=True)
+        code = {"valid": 0, "invalid": 1}.get(record["verdict"], 2)
+        worst = 1 if 1 in (worst, code) else max(worst, code)
+    return worst
+
+
+def load_ledger(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(records: Iterable[dict[str, Any]]) -> str:
+    """One markdown row per workload x nemesis x time limit: runs, seeds, summed ok/fail/info, verdict counts."""
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        groups[(rec["workload"], rec["nemesis"], float(rec["time_limit_s"]))].append(rec)
+    order = {w: i for i, w in enumerate(WORKLOADS)} | {n: i for i, n in enumerate(NEMESES)}
+    lines = ["| workload | nemesis | runs x s | seeds | ok / fail / info (sum) | verdicts |",
+             "|---|---|---|---|---|---|"]
+    for (workload, nemesis, limit_s), recs in sorted(
+            groups.items(), key=lambda kv: (order.get(kv[0][0], 99), order.get(kv[0][1], 99), kv[0][2])):
+        sums = {k: sum(r["counts"].get(k, 0) for r in recs) for k in ("ok", "fail", "info")}
+        verdicts: dict[str, int] = defaultdict(int)
+        for r in recs:
+            verdicts[r["verdict"]] += 1
+        verdict_text = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in recs))
+        lines.append(f"| {workload} | {nemesis} | {len(recs)} x {limit_s:g} | {seeds} | "
+                     f"{sums['ok']} / {sums['fail']} / {sums['info']} | {verdict_text} |")
+    return "\n".join(lines)
+
+
+def main_table(ledger: Path) -> int:
+    if not ledger.exists():
+        print(f"jepsen-lite: no ledger at {ledger}", file=sys.stderr)
+        return 2
+    print(table(load_ledger(ledger)))
+    return 0
