@@ -49,7 +49,7 @@ def main() -> None:
 @click.option("--fault-injection", is_flag=True, hidden=True,
               help="TEST ONLY: enable POST /raftchroma/test/partition (jepsen-lite's partition nemesis).")
 @click.option("--test-snapshot-chunk-delay-s", type=float, default=0.0, hidden=True,
-              help="TEST ONLY (needs --fault-injection): sleep this long on receipt of each snapshot chunk.")
+              help="TEST ONLY (needs --fault-injection): sleep this long before sending each snapshot chunk.")
 @click.option("--test-no-snapshot-keepalive", is_flag=True, hidden=True,
               help="TEST ONLY (needs --fault-injection): send no keepalive while receiving a snapshot.")
 def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool,

@@ -105,8 +105,8 @@ class FaultInjectingTransport(RaftchromaTransport):
     plus a set of blocked peer addresses whose messages are dropped in both directions. This
     is how jepsen-lite partitions a cluster on one machine without root: PySyncObj identifies
     peers by configured address and only one side of a pair dials, so a TCP proxy per link
-    cannot cut a link cleanly, but dropping at the message layer can. It can also slow down
-    the receipt of each snapshot chunk (a slow disk), which makes a transfer outlast
+    cannot cut a link cleanly, but dropping at the message layer can. It can also delay the
+    sending of each snapshot chunk (a slow link), which makes a transfer outlast
     `connectionTimeout` in a test-sized cluster."""
 
     blocked: frozenset[str] = frozenset()
@@ -115,13 +115,13 @@ class FaultInjectingTransport(RaftchromaTransport):
     def send(self, node: Any, message: Any) -> bool:
         if node.address in self.blocked:
             return False
+        if self.snapshot_chunk_delay_s and _snapshot_chunk(message) is not None:
+            time.sleep(self.snapshot_chunk_delay_s)  # PySyncObj sends at most one chunk per 0.1 s tick then
         return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
         if node.address in self.blocked:
             return
-        if self.snapshot_chunk_delay_s and _snapshot_chunk(message) is not None:
-            time.sleep(self.snapshot_chunk_delay_s)  # the tick thread, as a slow chunk write would be
         super()._onMessageReceived(node, message)
 
 
@@ -210,7 +210,7 @@ class Replication:
             {"snapshot_sends": Counter()})
         self._fault_injection = fault_injection
         if snapshot_chunk_delay_s or not snapshot_keepalive:
-            self.slow_snapshot_receipt(snapshot_chunk_delay_s, snapshot_keepalive)
+            self.slow_snapshot_transfer(snapshot_chunk_delay_s, snapshot_keepalive)
         self._node = node
         self._snapshots = snapshots
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
@@ -325,8 +325,9 @@ class Replication:
             raise ValueError(f"unknown node ids: {unknown}")
         self._transport_class.blocked = frozenset(self._id_to_address[n] for n in node_ids)
 
-    def slow_snapshot_receipt(self, chunk_delay_s: float, keepalive: bool = True) -> None:
-        """TEST ONLY: sleep this long on receipt of each snapshot chunk; optionally send no keepalive."""
+    def slow_snapshot_transfer(self, chunk_delay_s: float, keepalive: bool = True) -> None:
+        """TEST ONLY: sleep this long before sending each snapshot chunk; optionally answer received
+        chunks with no keepalive (the PySyncObj behaviour the keepalive fixes)."""
         if not self._fault_injection:
             raise RuntimeError("fault injection is not enabled on this node")
         self._transport_class.snapshot_chunk_delay_s = chunk_delay_s
