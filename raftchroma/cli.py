@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from raftchroma.config import ClusterConfig, ConfigError, load_config
+from raftchroma.config import ClusterConfig, ConfigError, FaultKnobs, load_config
 
 EXIT_USAGE = 2
 EXIT_CORRUPT = 3
@@ -52,8 +52,13 @@ def main() -> None:
               help="TEST ONLY (needs --fault-injection): sleep this long before sending each snapshot chunk.")
 @click.option("--test-no-snapshot-keepalive", is_flag=True, hidden=True,
               help="TEST ONLY (needs --fault-injection): send no keepalive while receiving a snapshot.")
+@click.option("--test-snapshot-write-delay-s", type=float, default=0.0, hidden=True,
+              help="TEST ONLY (needs --fault-injection): writing a snapshot takes this much longer.")
+@click.option("--test-snapshot-in-tick-thread", is_flag=True, hidden=True,
+              help="TEST ONLY (needs --fault-injection): the Raft tick thread waits while a snapshot is written.")
 def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool,
-          fault_injection: bool, test_snapshot_chunk_delay_s: float, test_no_snapshot_keepalive: bool) -> None:
+          fault_injection: bool, test_snapshot_chunk_delay_s: float, test_no_snapshot_keepalive: bool,
+          test_snapshot_write_delay_s: float, test_snapshot_in_tick_thread: bool) -> None:
     """Run one node in the foreground until SIGTERM or SIGINT."""
     config = _load(config_path)
     if node_id is None:
@@ -64,17 +69,19 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
     except ConfigError as exc:
         click.echo(f"raftchroma: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    if (test_snapshot_chunk_delay_s or test_no_snapshot_keepalive) and not fault_injection:
-        click.echo("raftchroma: --test-snapshot-* options need --fault-injection", err=True)
+    faults = FaultKnobs(snapshot_chunk_delay_s=test_snapshot_chunk_delay_s,
+                        snapshot_keepalive=not test_no_snapshot_keepalive,
+                        snapshot_write_delay_s=test_snapshot_write_delay_s,
+                        snapshot_in_tick_thread=test_snapshot_in_tick_thread)
+    if faults.any and not fault_injection:
+        click.echo("raftchroma: the --test-* options need --fault-injection", err=True)
         sys.exit(EXIT_USAGE)
-    test_faults = {"snapshot_chunk_delay_s": test_snapshot_chunk_delay_s,
-                   "snapshot_keepalive": not test_no_snapshot_keepalive}
     _setup_logging(log_level, node_id)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     from raftchroma.journal import JournalCorrupt
     from raftchroma.snapshot import SnapshotCorrupt
     try:
-        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection, test_faults))
+        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection, faults))
     except JournalCorrupt as exc:
         click.echo(f"raftchroma: refusing to start node {node_id}: corrupt Raft journal: {exc}", err=True)
         sys.exit(EXIT_CORRUPT)
@@ -90,7 +97,7 @@ def _setup_logging(level: str, node_id: str) -> None:
 
 
 async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool, fault_injection: bool,
-                 test_faults: dict[str, Any]) -> None:
+                 faults: FaultKnobs) -> None:
     from raftchroma.http import run_server
     from raftchroma.node import Node
 
@@ -99,7 +106,7 @@ async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads, fault_injection=fault_injection,
-                **test_faults)
+                faults=faults)
     await run_server(node, stop)
     logging.getLogger(__name__).info("node %s stopped", node_config.id)
 

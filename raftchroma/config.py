@@ -61,6 +61,21 @@ class RaftTuning:
 
 
 @dataclasses.dataclass(frozen=True)
+class FaultKnobs:
+    """TEST ONLY: knobs that reproduce slow hardware, or switch a PySyncObj fix off to show the
+    hazard it closes. `raftchroma serve` accepts them only together with `--fault-injection`."""
+
+    snapshot_chunk_delay_s: float = 0.0  # the sender sleeps before each snapshot chunk (a slow link)
+    snapshot_keepalive: bool = True  # False: received chunks get no keepalive (PySyncObj's behaviour)
+    snapshot_write_delay_s: float = 0.0  # writing a snapshot takes this much longer (a large store)
+    snapshot_in_tick_thread: bool = False  # True: the tick thread waits for the snapshot (PySyncObj's behaviour)
+
+    @property
+    def any(self) -> bool:
+        return self != FaultKnobs()
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     nodes: tuple[NodeConfig, ...]
     read_consistency: str = "linearizable"

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from raftchroma import snapshot
 from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_request_id
-from raftchroma.config import ClusterConfig, NodeConfig
+from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS, Replication
 from raftchroma.store import Result, Store, StoreUnavailable
@@ -50,14 +50,12 @@ class Node:
     """One replica. Create it inside a running event loop, then `await start()`."""
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, unsafe_local_reads: bool = False,
-                 fault_injection: bool = False, snapshot_chunk_delay_s: float = 0.0,
-                 snapshot_keepalive: bool = True) -> None:
+                 fault_injection: bool = False, faults: FaultKnobs = FaultKnobs()) -> None:
         self.config = config
         self.node = node
         self.unsafe_local_reads = unsafe_local_reads  # test-only: linearizable reads without a barrier
         self.fault_injection = fault_injection  # test-only: /raftchroma/test/partition drops peer traffic
-        self._snapshot_faults = {"snapshot_chunk_delay_s": snapshot_chunk_delay_s,  # test-only, with fault_injection
-                                 "snapshot_keepalive": snapshot_keepalive}
+        self.faults = faults  # test-only, with fault_injection
         self.store: Store | None = None
         self.replication: Replication | None = None
         self.applied_index = 0
@@ -91,7 +89,7 @@ class Node:
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
         self.replication = await self._loop.run_in_executor(None, functools.partial(
-            Replication, self.config, self.node, self._enqueue, self.fault_injection, self, **self._snapshot_faults))
+            Replication, self.config, self.node, self._enqueue, self.fault_injection, self, self.faults))
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -189,6 +187,8 @@ class Node:
             return
         try:
             started = time.monotonic()
+            if self.faults.snapshot_write_delay_s:
+                time.sleep(self.faults.snapshot_write_delay_s)  # test-only stand-in for a large store
             self.store.write_snapshot(final_path, {"index": raft_meta["index"], "raft": raft_meta})
             self.snapshot_index = raft_meta["index"]
             self._log_bytes_since_snapshot, self._snapshot_forced = 0, False

@@ -41,7 +41,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from raftchroma import snapshot
-from raftchroma.config import ClusterConfig, NodeConfig
+from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.journal import DurableJournal
 
 log = logging.getLogger(__name__)
@@ -202,15 +202,19 @@ class Replication:
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler,
                  fault_injection: bool = False, snapshots: SnapshotHooks | None = None,
-                 snapshot_chunk_delay_s: float = 0.0, snapshot_keepalive: bool = True) -> None:
+                 faults: FaultKnobs = FaultKnobs()) -> None:
         self._address_to_id = {n.raft_address: n.id for n in config.nodes}
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self._transport_class: type = type(
             "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,),
             {"snapshot_sends": Counter()})
         self._fault_injection = fault_injection
-        if snapshot_chunk_delay_s or not snapshot_keepalive:
-            self.slow_snapshot_transfer(snapshot_chunk_delay_s, snapshot_keepalive)
+        if faults.any and not fault_injection:
+            raise RuntimeError("fault knobs need fault injection")
+        self._transport_class.snapshot_chunk_delay_s = faults.snapshot_chunk_delay_s
+        self._transport_class.snapshot_keepalive = faults.snapshot_keepalive
+        self._snapshot_in_tick_thread = faults.snapshot_in_tick_thread
+        self._snapshot_finished = threading.Event()
         self._node = node
         self._snapshots = snapshots
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
@@ -245,10 +249,14 @@ class Replication:
         meta = {"index": last[1], "term": last[2], "last": _entry_to_json(last), "prev": _entry_to_json(prev),
                 "cluster": sorted(n.address for n in cluster)}
         final_path = Path(tmp_path[: -len(".tmp")] if tmp_path.endswith(".tmp") else tmp_path)
+        self._snapshot_finished.clear()
         self._snapshots.request_snapshot(final_path, meta)
+        if self._snapshot_in_tick_thread:  # TEST ONLY: block heartbeats as PySyncObj's own serializer does
+            self._snapshot_finished.wait()
 
     def snapshot_done(self, ok: bool) -> None:
         self._set_snapshot_state(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)
+        self._snapshot_finished.set()
 
     def _set_snapshot_state(self, state: int) -> None:
         with self._snapshot_lock:
@@ -324,14 +332,6 @@ class Replication:
         if unknown:
             raise ValueError(f"unknown node ids: {unknown}")
         self._transport_class.blocked = frozenset(self._id_to_address[n] for n in node_ids)
-
-    def slow_snapshot_transfer(self, chunk_delay_s: float, keepalive: bool = True) -> None:
-        """TEST ONLY: sleep this long before sending each snapshot chunk; optionally answer received
-        chunks with no keepalive (the PySyncObj behaviour the keepalive fixes)."""
-        if not self._fault_injection:
-            raise RuntimeError("fault injection is not enabled on this node")
-        self._transport_class.snapshot_chunk_delay_s = chunk_delay_s
-        self._transport_class.snapshot_keepalive = keepalive
 
     def snapshot_sends(self) -> dict[str, int]:
         """Per peer id: snapshot transfers this node started sending (restarts included)."""

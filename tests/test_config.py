@@ -74,6 +74,8 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, mutation, message: str) 
     (["serve", "--config", "{cfg}", "--node", "zz"], "node 'zz' is not in the cluster"),
     (["serve", "--config", "{missing}", "--node", "a"], "no such file"),
     (["status", "--config", "{bad}"], "duplicate node id"),
+    (["serve", "--config", "{cfg}", "--node", "a", "--test-no-snapshot-keepalive"], "need --fault-injection"),
+    (["serve", "--config", "{cfg}", "--node", "a", "--test-snapshot-write-delay-s", "1"], "need --fault-injection"),
 ])
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path, args: list[str], message: str) -> None:
     cfg = write(tmp_path, GOOD)
