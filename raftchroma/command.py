@@ -4,7 +4,9 @@ Owns: the byte format of every Raft log entry. An entry carries one or more oper
 (so that concurrent small writes can later share one entry); each operation carries a
 request id chosen by the proposer, and everything the apply path needs that is random or
 time-based (collection and database ids) is chosen before proposing and travels here.
-Embeddings travel as little-endian float32 bytes, never as lists of floats.
+Embeddings travel as little-endian float32 bytes, never as lists of floats. An `update`
+whose embeddings are null for some rows only carries zeros there and lists those rows in
+`keep_rows` (an optional field: entries without it decode as before); the store fills them in.
 Old versions keep decoding: `tests/test_command.py` holds golden bytes.
 """
 

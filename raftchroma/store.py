@@ -306,6 +306,8 @@ class Store:
             return Result(status, {})
         columns = {"ids": ids, "embeddings": unpack_embeddings(op.get("embeddings")),
                    "metadatas": op.get("metadatas"), "documents": op.get("documents"), "uris": op.get("uris")}
+        if op.get("keep_rows"):
+            columns["embeddings"] = self._with_stored_vectors(ref, ids, columns["embeddings"], op["keep_rows"])
         if len(ids) <= APPLY_CHUNK_RECORDS:
             self._write_records(op["kind"], ref, columns)
             return Result(status, {})
@@ -320,6 +322,23 @@ class Store:
             self._restore_records(ref, list(dict.fromkeys(ids)), before)
             raise
         return Result(status, {})
+
+    def _with_stored_vectors(self, ref: CollectionRef, ids: list[str], vectors: np.ndarray,
+                             keep_rows: list[int]) -> np.ndarray:
+        """An update whose null rows keep their stored vectors (Chroma's UpdateEmbeddingsPayload):
+        those rows are filled in from the store, the same on every replica at this index. A row
+        whose id is not stored stays zeros (Chroma ignores updates of missing ids); if the stored
+        dimension differs, nothing is filled and Chroma refuses the whole update for its dimension."""
+        kept_ids = list(dict.fromkeys(ids[i] for i in keep_rows))
+        stored = self._bindings.get(ref.local_id, kept_ids, None, None, 0, None, ["embeddings"],
+                                    ref.tenant, ref.database)
+        by_id = {id_: np.asarray(vector, dtype="<f4") for id_, vector in zip(stored.ids, [] if stored.embeddings is None else stored.embeddings)}
+        filled = np.array(vectors, dtype="<f4", copy=True)
+        for i in keep_rows:
+            vector = by_id.get(ids[i])
+            if vector is not None and vector.shape == filled[i].shape:
+                filled[i] = vector
+        return filled
 
     def _write_records(self, kind: str, ref: CollectionRef, c: dict[str, Any]) -> None:
         rest = (c["metadatas"], c["documents"], c["uris"], ref.tenant, ref.database)

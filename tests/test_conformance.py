@@ -193,6 +193,8 @@ COLLECTIONS = [
 
 BETA = COLS + "/{beta}"
 
+ALL_INCLUDE = ["embeddings", "metadatas", "documents", "uris"]
+
 RECORD_WRITES = [
     post("add plain floats", BETA + "/add", {
         "ids": ["r1", "r2", "r3"], "embeddings": [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3]],
@@ -269,6 +271,10 @@ RECORD_WRITES = [
                                                                 "documents": ["beet borscht"]}),
     post("update nonexistent id", BETA + "/update", {"ids": ["zzz"], "metadatas": [{"x": 5}]}),
     post("update with null embeddings", BETA + "/update", {"ids": ["r8"], "embeddings": [None], "documents": ["hat"]}),
+    post("update mixing null and non-null embeddings", BETA + "/update", {
+        "ids": ["r4", "r5", "zzz"], "embeddings": [None, [0.9, 0.8, 0.7], None], "documents": ["date bread", None, "z"]}),
+    post("get after the mixed update", BETA + "/get", {"ids": ["r4", "r5"], "include": ALL_INCLUDE}),
+    post("update mixing null and wrong dimension", BETA + "/update", {"ids": ["r4", "r5"], "embeddings": [None, [1.0]]}),
     post("update removing a metadata key", BETA + "/update", {"ids": ["r8"], "metadatas": [{"i": None, "k": "v"}]}),
     post("update empty embedding", BETA + "/update", {"ids": ["r8"], "embeddings": [[]]}),
     post("update nothing", BETA + "/update", {"ids": []}),
@@ -295,7 +301,6 @@ EMPTY_LISTS = [
     delete("drop the empty-list collection", COLS + "/empties"),
 ]
 
-ALL_INCLUDE = ["embeddings", "metadatas", "documents", "uris"]
 
 RECORD_READS = [
     post("get all", BETA + "/get", {}),

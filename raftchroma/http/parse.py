@@ -574,8 +574,12 @@ def records(body: dict[str, Any], kind: str) -> dict[str, Any]:
         if column is not None and len(column) != len(ids):
             raise LengthMismatch(_dimension(rows))
     _refuse_sparse_vectors(metadatas)
-    return {"ids": ids, "embeddings": _packed(rows), "metadatas": _without_empty_lists(metadatas, kind),
-            "documents": body["documents"], "uris": body["uris"]}
+    op = {"ids": ids, "embeddings": _packed(rows), "metadatas": _without_empty_lists(metadatas, kind),
+          "documents": body["documents"], "uris": body["uris"]}
+    keep_rows = _kept_rows(rows)
+    if keep_rows:
+        op["keep_rows"] = keep_rows
+    return op
 
 
 def _check_sparse_vectors(metadatas: list[dict[str, Any] | None] | None) -> None:
@@ -637,13 +641,19 @@ def _dimension(rows: list[np.ndarray | None] | None) -> int | None:
 
 
 def _packed(rows: list[np.ndarray | None] | None) -> dict[str, Any] | None:
+    """One float32 matrix. An update's null rows (keep the stored vector) are zeros here and
+    listed by `_kept_rows`; the store fills them in from the stored vectors when it applies."""
     if rows is None or all(row is None for row in rows):
         return None  # no embeddings, or an update whose embeddings are all null: keep the stored ones
-    if any(row is None for row in rows):
-        # The replicated op carries one float32 matrix; a per-row "keep" needs a new op field.
-        raise InvalidArgument("raftchroma does not support updating some records' embeddings but not others "
-                              "in one request; send embeddings for all records or for none")
-    return pack_embeddings(np.stack(rows)) if rows else None
+    dim = _dimension(rows)
+    return pack_embeddings(np.stack([np.zeros(dim, dtype="<f4") if row is None else row for row in rows]))
+
+
+def _kept_rows(rows: list[np.ndarray | None] | None) -> list[int]:
+    """Indexes of an update's null rows, when some rows are not null (all null: no embeddings at all)."""
+    if rows is None or all(row is None for row in rows):
+        return []
+    return [i for i, row in enumerate(rows) if row is None]
 
 
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
