@@ -170,12 +170,14 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float 
             child.wait()
 
 
-def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any = lambda: False) -> str | None:
+def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any = lambda: False,
+                     running: Any = lambda node_id: True) -> str | None:
+    """The leader once every node still `running` answers and they all name the same one."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not should_stop():
-        rows = cluster_status(config)
+        rows = [r for r in cluster_status(config) if running(r["id"])]
         leaders = {r.get("leader") for r in rows if r["reachable"]}
-        if len(leaders) == 1 and None not in leaders and all(r["reachable"] for r in rows):
+        if rows and len(leaders) == 1 and None not in leaders and all(r["reachable"] for r in rows):
             return leaders.pop()
         time.sleep(0.2)
     return None
@@ -185,7 +187,10 @@ def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any =
 @click.option("--config", "config_path", default="cluster.toml", show_default=True)
 @click.option("--leader-timeout-s", default=60.0, show_default=True)
 def up(config_path: str, leader_timeout_s: float) -> None:
-    """Start every node of the cluster file; Ctrl-C stops them all."""
+    """Start every node of the cluster file and keep them running; Ctrl-C stops them all.
+
+    A node that dies (a crash, a SIGKILL) is started again, after 1 s, then 2, 4... up to 30 s
+    if it keeps dying; one that refuses to start (bad config, exit 2; damaged data, exit 3) is not."""
     config = _load(config_path)
     children = {n.id: _spawn(config_path, n.id) for n in config.nodes}
     stopping = False
@@ -197,7 +202,8 @@ def up(config_path: str, leader_timeout_s: float) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        leader = _wait_for_leader(config, leader_timeout_s, lambda: stopping)
+        leader = _wait_for_leader(config, leader_timeout_s, lambda: stopping,
+                                  lambda node_id: children[node_id].poll() is None)
         for node in config.nodes:
             mark = "  (leader)" if node.id == leader else ""
             click.echo(f"{node.id}  {node.http_url}{mark}")
@@ -205,7 +211,52 @@ def up(config_path: str, leader_timeout_s: float) -> None:
             click.echo("raftchroma: no leader elected yet; see `raftchroma status`", err=True)
         click.echo("cluster is up; Ctrl-C stops it", nl=True)
         sys.stdout.flush()
-        while not stopping and any(c.poll() is None for c in children.values()):
-            time.sleep(0.2)
+        _supervise(config_path, children, lambda: stopping)
     finally:
         _stop_children(children)
+    refused = [child.returncode for child in children.values() if child.returncode in REFUSED_EXITS]
+    if refused:
+        sys.exit(max(refused))
+
+
+REFUSED_EXITS = (EXIT_USAGE, EXIT_CORRUPT)  # the node refused to start: restarting cannot help
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+STABLE_AFTER_S = 60.0  # a node up this long starts again from the shortest backoff
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _supervise(config_path: str, children: dict[str, subprocess.Popen[bytes]],
+               should_stop: Any) -> None:
+    """Restart dead nodes with backoff until `should_stop()`, or until no node is left to run."""
+    failures = {node_id: 0 for node_id in children}
+    started_at = {node_id: time.monotonic() for node_id in children}
+    restart_at: dict[str, float] = {}
+    given_up: set[str] = set()
+    while not should_stop() and len(given_up) < len(children):
+        now = time.monotonic()
+        for node_id, child in children.items():
+            code = child.poll()
+            if code is None or node_id in given_up:
+                continue
+            if code in REFUSED_EXITS:
+                click.echo(f"raftchroma: node {node_id} refused to start (exit {code}); not restarting it, "
+                           "see its log above", err=True)
+                given_up.add(node_id)
+            elif node_id not in restart_at:
+                if now - started_at[node_id] >= STABLE_AFTER_S:
+                    failures[node_id] = 0
+                delay_s = RESTART_BACKOFF_S[min(failures[node_id], len(RESTART_BACKOFF_S) - 1)]
+                failures[node_id] += 1
+                restart_at[node_id] = now + delay_s
+                click.echo(f"raftchroma: node {node_id} {_exit_text(code)}; starting it again in {delay_s:g} s",
+                           err=True)
+            elif now >= restart_at[node_id]:
+                del restart_at[node_id]
+                children[node_id] = _spawn(config_path, node_id)
+                started_at[node_id] = now
+        time.sleep(0.2)

@@ -22,10 +22,12 @@ def _kill_group(pid: int) -> None:
 
 
 @pytest.mark.slow
-def test_up_prints_urls_and_leader_then_ctrl_c_stops_every_node(tmp_path: Path) -> None:
+def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     cluster = make_cluster(tmp_path)
-    up = subprocess.Popen([sys.executable, "-m", "raftchroma", "up", "--config", str(cluster.config_path)],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    stderr_path = tmp_path / "up.stderr"
+    with stderr_path.open("w") as stderr:
+        up = subprocess.Popen([sys.executable, "-m", "raftchroma", "up", "--config", str(cluster.config_path)],
+                              stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
     node_pids: list[int] = []
     try:
         lines = []
@@ -44,12 +46,58 @@ def test_up_prints_urls_and_leader_then_ctrl_c_stops_every_node(tmp_path: Path) 
         assert len({row["leader"] for row in rows}) == 1
         assert sorted(row["role"] for row in rows) == ["follower", "follower", "leader"]
         assert all(row["snapshot_index"] == 0 and row["log_len"] >= 1 and row["journal_bytes"] > 0 for row in rows)
+        victim = cluster.node("n2")
+        os.killpg(node_pids[1], signal.SIGKILL)  # each node runs in its own session: pid == pgid
+
+        def restarted() -> int | None:
+            status = victim.status(timeout_s=0.5)
+            return status["pid"] if status and status["pid"] != node_pids[1] else None
+        node_pids.append(wait_for(restarted, 60, "up to start the killed node again"))
+        assert "raftchroma: node n2 was killed by SIGKILL; starting it again in 1 s" in stderr_path.read_text()
+        assert len({row["leader"] for row in json.loads(subprocess.run(
+            [sys.executable, "-m", "raftchroma", "status", "--json", "--config", str(cluster.config_path)],
+            capture_output=True, text=True, timeout=60).stdout)} - {None}) == 1
         table = subprocess.run([sys.executable, "-m", "raftchroma", "status", "--config", str(cluster.config_path)],
                                capture_output=True, text=True, timeout=60).stdout.splitlines()
         assert table[0].split() == ["id", "url", "reachable", "role", "term", "leader", "commit_index",
                                     "applied_index", "snapshot_index", "log_len", "journal_bytes"]
         os.killpg(up.pid, signal.SIGINT)
         assert up.wait(timeout=60) == 0
+        for node in cluster.nodes.values():
+            wait_for(lambda: node.status(timeout_s=0.5) is None, 30, f"{node.node_id} to stop")
+    finally:
+        _kill_group(up.pid)
+        for pid in node_pids:
+            _kill_group(pid)
+        up.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_up_does_not_restart_a_node_that_refuses_to_start(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path)
+    journal = tmp_path / "data" / "n3" / "raft.log"
+    journal.parent.mkdir(parents=True)
+    journal.write_bytes(b"not a raftchroma journal")
+    stderr_path = tmp_path / "up.stderr"
+    with stderr_path.open("w") as stderr:
+        up = subprocess.Popen([sys.executable, "-m", "raftchroma", "up", "--config", str(cluster.config_path)],
+                              stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    node_pids: list[int] = []
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("cluster is up"):
+                break
+        node_pids = [cluster.node(n).status(timeout_s=5)["pid"] for n in ("n1", "n2")]
+        leader_lines = [line for line in lines[:3] if "(leader)" in line]
+        assert len(leader_lines) == 1 and leader_lines[0].split()[0] in ("n1", "n2")
+        wait_for(lambda: "node n3 refused to start (exit 3)" in stderr_path.read_text(), 60, "the refusal")
+        assert cluster.node("n3").status(timeout_s=0.5) is None
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(timeout=60) == 3
+        text = stderr_path.read_text()
+        assert "corrupt Raft journal" in text and "starting it again" not in text
         for node in cluster.nodes.values():
             wait_for(lambda: node.status(timeout_s=0.5) is None, 30, f"{node.node_id} to stop")
     finally:
