@@ -21,9 +21,8 @@ from typing import Any
 import click
 
 from raftchroma.config import ClusterConfig, ConfigError, FaultKnobs, load_config
+from raftchroma.errors import EXIT_CORRUPT, EXIT_CORRUPT_LOG, EXIT_USAGE
 
-EXIT_USAGE = 2
-EXIT_CORRUPT = 3
 STATUS_TIMEOUT_S = 1.0
 
 
@@ -48,11 +47,11 @@ def main() -> None:
               help="TEST ONLY: serve linearizable reads without a barrier (jepsen-lite proves this is unsafe).")
 @click.option("--fault-injection", is_flag=True, hidden=True,
               help="TEST ONLY: enable POST /raftchroma/test/partition (jepsen-lite's partition nemesis).")
-@click.option("--test-snapshot-chunk-delay-s", type=float, default=0.0, hidden=True,
+@click.option("--test-snapshot-chunk-delay-s", type=click.FloatRange(min=0.0), default=0.0, hidden=True,
               help="TEST ONLY (needs --fault-injection): sleep this long before sending each snapshot chunk.")
 @click.option("--test-no-snapshot-keepalive", is_flag=True, hidden=True,
               help="TEST ONLY (needs --fault-injection): send no keepalive while receiving a snapshot.")
-@click.option("--test-snapshot-write-delay-s", type=float, default=0.0, hidden=True,
+@click.option("--test-snapshot-write-delay-s", type=click.FloatRange(min=0.0), default=0.0, hidden=True,
               help="TEST ONLY (needs --fault-injection): writing a snapshot takes this much longer.")
 @click.option("--test-snapshot-in-tick-thread", is_flag=True, hidden=True,
               help="TEST ONLY (needs --fault-injection): the Raft tick thread waits while a snapshot is written.")
@@ -172,9 +171,12 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float 
 
 def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any = lambda: False,
                      running: Any = lambda node_id: True) -> str | None:
-    """The leader once every node still `running` answers and they all name the same one."""
+    """The leader once every node still `running` answers and they all name the same one;
+    None at the deadline, when `should_stop()`, or when no node is running any more."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not should_stop():
+        if not any(running(n.id) for n in config.nodes):
+            return None
         rows = [r for r in cluster_status(config) if running(r["id"])]
         leaders = {r.get("leader") for r in rows if r["reachable"]}
         if rows and len(leaders) == 1 and None not in leaders and all(r["reachable"] for r in rows):
@@ -190,27 +192,27 @@ def up(config_path: str, leader_timeout_s: float) -> None:
     """Start every node of the cluster file and keep them running; Ctrl-C stops them all.
 
     A node that dies (a crash, a SIGKILL) is started again, after 1 s, then 2, 4... up to 30 s
-    if it keeps dying; one that refuses to start (bad config, exit 2; damaged data, exit 3) is not."""
+    if it keeps dying; one that refuses to start (bad config, exit 2; damaged data, exit 3 or 70)
+    is not."""
     config = _load(config_path)
-    children = {n.id: _spawn(config_path, n.id) for n in config.nodes}
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)  # before any node exists, so none can be left behind
     signal.signal(signal.SIGINT, on_signal)
+    children: dict[str, subprocess.Popen[bytes]] = {}
     try:
+        for node in config.nodes:
+            children[node.id] = _spawn(config_path, node.id)
         leader = _wait_for_leader(config, leader_timeout_s, lambda: stopping,
                                   lambda node_id: children[node_id].poll() is None)
-        for node in config.nodes:
-            mark = "  (leader)" if node.id == leader else ""
-            click.echo(f"{node.id}  {node.http_url}{mark}")
-        if leader is None:
-            click.echo("raftchroma: no leader elected yet; see `raftchroma status`", err=True)
-        click.echo("cluster is up; Ctrl-C stops it", nl=True)
-        sys.stdout.flush()
+        if stopping:
+            return
+        if any(child.poll() is None for child in children.values()):
+            _print_banner(config, leader)
         _supervise(config_path, children, lambda: stopping)
     finally:
         _stop_children(children)
@@ -219,15 +221,28 @@ def up(config_path: str, leader_timeout_s: float) -> None:
         sys.exit(max(refused))
 
 
-REFUSED_EXITS = (EXIT_USAGE, EXIT_CORRUPT)  # the node refused to start: restarting cannot help
+def _print_banner(config: ClusterConfig, leader: str | None) -> None:
+    for node in config.nodes:
+        mark = "  (leader)" if node.id == leader else ""
+        click.echo(f"{node.id}  {node.http_url}{mark}")
+    if leader is None:
+        click.echo("raftchroma: no leader elected yet; see `raftchroma status`", err=True)
+    click.echo("cluster is up; Ctrl-C stops it", nl=True)
+    sys.stdout.flush()
+
+
+REFUSED_EXITS = (EXIT_USAGE, EXIT_CORRUPT, EXIT_CORRUPT_LOG)  # restarting cannot help
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE_AFTER_S = 60.0  # a node up this long starts again from the shortest backoff
 
 
 def _exit_text(code: int) -> str:
-    if code < 0:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
         return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
+    except ValueError:  # a real-time signal has no name
+        return f"was killed by signal {-code}"
 
 
 def _supervise(config_path: str, children: dict[str, subprocess.Popen[bytes]],

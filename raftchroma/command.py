@@ -5,8 +5,9 @@ Owns: the byte format of every Raft log entry. An entry carries one or more oper
 request id chosen by the proposer, and everything the apply path needs that is random or
 time-based (collection and database ids) is chosen before proposing and travels here.
 Embeddings travel as little-endian float32 bytes, never as lists of floats. An `update`
-whose embeddings are null for some rows only carries zeros there and lists those rows in
-`keep_rows` (an optional field: entries without it decode as before); the store fills them in.
+whose embeddings are null for some rows carries zeros there and lists those rows in
+`keep_rows`; such an entry is version 2, so that a node too old to know the field stops on it
+(CorruptEntry) instead of writing the zeros. Every other entry is still version 1.
 Old versions keep decoding: `tests/test_command.py` holds golden bytes.
 """
 
@@ -19,6 +20,8 @@ import msgpack
 import numpy as np
 
 ENTRY_VERSION = 1
+KEEP_ROWS_VERSION = 2  # the first version whose readers know an update's `keep_rows`
+READABLE_VERSIONS = frozenset({ENTRY_VERSION, KEEP_ROWS_VERSION})
 
 OP_KINDS = frozenset({
     "create_tenant", "create_database", "delete_database",
@@ -57,7 +60,8 @@ def encode_entry(ops: list[dict[str, Any]]) -> bytes:
     for op in ops:
         if op.get("kind") not in OP_KINDS:
             raise ValueError(f"unknown op kind {op.get('kind')!r}")
-    return msgpack.packb({"v": ENTRY_VERSION, "ops": ops}, use_bin_type=True)
+    version = KEEP_ROWS_VERSION if any(op.get("keep_rows") for op in ops) else ENTRY_VERSION
+    return msgpack.packb({"v": version, "ops": ops}, use_bin_type=True)
 
 
 def decode_entry(data: bytes) -> list[dict[str, Any]]:
@@ -66,7 +70,7 @@ def decode_entry(data: bytes) -> list[dict[str, Any]]:
         entry = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types
         raise CorruptEntry(f"undecodable entry: {exc}") from exc
-    if not isinstance(entry, dict) or entry.get("v") != ENTRY_VERSION:
+    if not isinstance(entry, dict) or entry.get("v") not in READABLE_VERSIONS:
         raise CorruptEntry(f"unknown entry version: {entry.get('v') if isinstance(entry, dict) else type(entry)}")
     ops = entry.get("ops")
     if not isinstance(ops, list) or not all(isinstance(op, dict) and op.get("kind") in OP_KINDS for op in ops):

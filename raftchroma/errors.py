@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# Exit codes of `raftchroma serve`, read by `raftchroma up` (restart or not) and by operators.
+EXIT_USAGE = 2  # bad command line or cluster file: restarting cannot help
+EXIT_CORRUPT = 3  # a damaged journal or snapshot: restarting cannot help
+EXIT_CORRUPT_LOG = 70  # a committed entry cannot be decoded: restarting replays it again
+EXIT_INSTALL_FAILED = 71  # a snapshot install failed (may be the disk): restarting may help
+
 
 class ApiError(Exception):
     """An error with a Chroma-shaped HTTP rendering."""

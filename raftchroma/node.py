@@ -27,14 +27,12 @@ from typing import Any, Callable
 from raftchroma import snapshot
 from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_request_id
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
-from raftchroma.errors import ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
+from raftchroma.errors import EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS, Replication
 from raftchroma.store import Result, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-EXIT_CORRUPT_LOG = 70
-EXIT_INSTALL_FAILED = 71
 _LEADER_POLL_S = 0.02
 _APPLY_RETRY_MIN_S = 0.05
 _APPLY_RETRY_MAX_S = 2.0

@@ -71,9 +71,11 @@ class RaftStatus:
 
 
 def _snapshot_chunk(message: Any) -> Any:
-    """The (data, is_first, is_last) chunk of a snapshot transfer message, else None."""
+    """The (data, is_first, is_last) chunk of a snapshot transfer message, else None (PySyncObj
+    sends None or False in `serialized` when it has no chunk, e.g. after a read error)."""
     if isinstance(message, dict) and message.get("type") == "append_entries":
-        return message.get("serialized")
+        chunk = message.get("serialized")
+        return chunk if isinstance(chunk, tuple) else None
     return None
 
 
@@ -141,6 +143,7 @@ class _StateMachine(SyncObj):
 
 
 JOURNAL_FILE_NAME = "raft.log"
+_TICK_THREAD_SNAPSHOT_WAIT_S = 120.0  # test-only knob: bounded, so a lost snapshot_done cannot hang a node
 _opened_journals: dict[str, DurableJournal] = {}
 
 
@@ -252,7 +255,7 @@ class Replication:
         self._snapshot_finished.clear()
         self._snapshots.request_snapshot(final_path, meta)
         if self._snapshot_in_tick_thread:  # TEST ONLY: block heartbeats as PySyncObj's own serializer does
-            self._snapshot_finished.wait()
+            self._snapshot_finished.wait(timeout=_TICK_THREAD_SNAPSHOT_WAIT_S)
 
     def snapshot_done(self, ok: bool) -> None:
         self._set_snapshot_state(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)

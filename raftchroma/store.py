@@ -307,11 +307,12 @@ class Store:
         columns = {"ids": ids, "embeddings": unpack_embeddings(op.get("embeddings")),
                    "metadatas": op.get("metadatas"), "documents": op.get("documents"), "uris": op.get("uris")}
         if op.get("keep_rows"):
-            columns["embeddings"] = self._with_stored_vectors(ref, ids, columns["embeddings"], op["keep_rows"])
+            columns["embeddings"] = _with_null_rows(columns["embeddings"], op["keep_rows"])
         if len(ids) <= APPLY_CHUNK_RECORDS:
             self._write_records(op["kind"], ref, columns)
             return Result(status, {})
-        before = self._bindings.get(ref.local_id, list(dict.fromkeys(ids)), None, None, 0, None,
+        touched = list(dict.fromkeys(ids))
+        before = self._bindings.get(ref.local_id, touched, None, None, 0, None,
                                     ["embeddings", "metadatas", "documents", "uris"], ref.tenant, ref.database)
         try:
             for start in range(0, len(ids), APPLY_CHUNK_RECORDS):
@@ -319,26 +320,9 @@ class Store:
                 self._write_records(op["kind"], ref, chunk)
                 time.sleep(0)  # hand the GIL to the Raft tick thread between chunks
         except chroma_errors.ChromaError:
-            self._restore_records(ref, list(dict.fromkeys(ids)), before)
+            self._restore_records(ref, touched, before)
             raise
         return Result(status, {})
-
-    def _with_stored_vectors(self, ref: CollectionRef, ids: list[str], vectors: np.ndarray,
-                             keep_rows: list[int]) -> np.ndarray:
-        """An update whose null rows keep their stored vectors (Chroma's UpdateEmbeddingsPayload):
-        those rows are filled in from the store, the same on every replica at this index. A row
-        whose id is not stored stays zeros (Chroma ignores updates of missing ids); if the stored
-        dimension differs, nothing is filled and Chroma refuses the whole update for its dimension."""
-        kept_ids = list(dict.fromkeys(ids[i] for i in keep_rows))
-        stored = self._bindings.get(ref.local_id, kept_ids, None, None, 0, None, ["embeddings"],
-                                    ref.tenant, ref.database)
-        by_id = {id_: np.asarray(vector, dtype="<f4") for id_, vector in zip(stored.ids, [] if stored.embeddings is None else stored.embeddings)}
-        filled = np.array(vectors, dtype="<f4", copy=True)
-        for i in keep_rows:
-            vector = by_id.get(ids[i])
-            if vector is not None and vector.shape == filled[i].shape:
-                filled[i] = vector
-        return filled
 
     def _write_records(self, kind: str, ref: CollectionRef, c: dict[str, Any]) -> None:
         rest = (c["metadatas"], c["documents"], c["uris"], ref.tenant, ref.database)
@@ -595,3 +579,11 @@ def _render_query(resp: Any, include: list[str]) -> dict[str, Any]:
         "distances": [np.asarray(d, dtype=np.float32) for d in resp.distances] if "distances" in include and resp.distances is not None else None,
         "include": include,
     }
+
+
+def _with_null_rows(vectors: np.ndarray, keep_rows: list[int]) -> list[np.ndarray | None]:
+    """An update's rows, None where the record keeps its stored vector: Chroma's own
+    UpdateEmbeddingsPayload, which the bindings take as is (the stored vectors are never read
+    and written back, which would not be exact in a cosine collection)."""
+    kept = set(keep_rows)
+    return [None if i in kept else vectors[i] for i in range(len(vectors))]

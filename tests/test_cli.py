@@ -21,6 +21,29 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def _is_node(pid: int) -> bool:
+    """Whether `pid` is still a raftchroma node (pids are reused; never kill a stranger)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"raftchroma" in cmdline and b"serve" in cmdline
+
+
+def _stop_up(up: subprocess.Popen[str], node_pids: list[int]) -> None:
+    """Cleanup whatever a test left: `up` stops its own nodes on SIGINT; SIGKILL is the fallback."""
+    if up.poll() is None:
+        os.killpg(up.pid, signal.SIGINT)
+        try:
+            up.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill_group(up.pid)
+            up.wait(timeout=30)
+    for pid in node_pids:
+        if _is_node(pid):
+            _kill_group(pid)
+
+
 @pytest.mark.slow
 def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     cluster = make_cluster(tmp_path)
@@ -47,11 +70,12 @@ def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_ever
         assert sorted(row["role"] for row in rows) == ["follower", "follower", "leader"]
         assert all(row["snapshot_index"] == 0 and row["log_len"] >= 1 and row["journal_bytes"] > 0 for row in rows)
         victim = cluster.node("n2")
-        os.killpg(node_pids[1], signal.SIGKILL)  # each node runs in its own session: pid == pgid
+        victim_pid = node_pids.pop(1)
+        os.killpg(victim_pid, signal.SIGKILL)  # each node runs in its own session: pid == pgid
 
         def restarted() -> int | None:
             status = victim.status(timeout_s=0.5)
-            return status["pid"] if status and status["pid"] != node_pids[1] else None
+            return status["pid"] if status and status["pid"] != victim_pid else None
         node_pids.append(wait_for(restarted, 60, "up to start the killed node again"))
         assert "raftchroma: node n2 was killed by SIGKILL; starting it again in 1 s" in stderr_path.read_text()
         assert len({row["leader"] for row in json.loads(subprocess.run(
@@ -66,10 +90,7 @@ def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_ever
         for node in cluster.nodes.values():
             wait_for(lambda: node.status(timeout_s=0.5) is None, 30, f"{node.node_id} to stop")
     finally:
-        _kill_group(up.pid)
-        for pid in node_pids:
-            _kill_group(pid)
-        up.wait(timeout=30)
+        _stop_up(up, node_pids)
 
 
 @pytest.mark.slow
@@ -101,10 +122,7 @@ def test_up_does_not_restart_a_node_that_refuses_to_start(tmp_path: Path) -> Non
         for node in cluster.nodes.values():
             wait_for(lambda: node.status(timeout_s=0.5) is None, 30, f"{node.node_id} to stop")
     finally:
-        _kill_group(up.pid)
-        for pid in node_pids:
-            _kill_group(pid)
-        up.wait(timeout=30)
+        _stop_up(up, node_pids)
 
 
 def test_status_marks_unreachable_nodes(tmp_path: Path) -> None:

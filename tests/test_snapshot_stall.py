@@ -22,8 +22,13 @@ pytestmark = pytest.mark.slow
 
 
 def _terms(cluster: Cluster) -> dict[str, tuple[int, str]]:
-    statuses = {n: cluster.node(n).status() for n in cluster.nodes}
-    return {n: (s["term"], s["leader"]) if s else (-1, "") for n, s in statuses.items()}
+    """(term, leader) of every node; a status call that times out on a busy machine is retried."""
+    statuses = {n: wait_for(lambda: cluster.node(n).status(timeout_s=5), 30, f"{n}'s status") for n in cluster.nodes}
+    return {n: (s["term"], s["leader"]) for n, s in statuses.items()}
+
+
+def _highest_term(cluster: Cluster) -> int:
+    return max(term for term, _ in _terms(cluster).values())
 
 
 @pytest.mark.parametrize("in_tick_thread", [False, True], ids=["applier-thread", "tick-thread"])
@@ -40,10 +45,12 @@ def test_slow_snapshot_does_not_cause_an_election(tmp_path: Path, in_tick_thread
         for i in range(SNAPSHOT_MIN_ENTRIES + 10):
             col.upsert(ids=[f"r{i}"], embeddings=[[float(i), 1.0]])
         if in_tick_thread:
-            wait_for(lambda: _terms(cluster) != before, 60, "an election caused by the stalled tick thread")
+            term_before = max(term for term, _ in before.values())
+            wait_for(lambda: _highest_term(cluster) > term_before, 60, "an election caused by the stalled tick thread")
             return
         for node_id in cluster.nodes:
-            wait_for(lambda: cluster.node(node_id).status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
+            wait_for(lambda: (cluster.node(node_id).status() or {}).get("snapshot_index", 0) > 0, 60,
+                     f"{node_id} to snapshot")
         col.upsert(ids=["after"], embeddings=[[0.0, 0.0]])
         assert _terms(cluster) == before  # same term, same leader, on every node
         assert col.count() == SNAPSHOT_MIN_ENTRIES + 11

@@ -48,20 +48,25 @@ def lagging(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Cl
         for i in range(0, 5 * SNAPSHOT_MIN_ENTRIES, 2):
             col.add(ids=[f"r{i}", f"r{i + 1}"], embeddings=[[float(i)] * 8, [float(i + 1)] * 8],
                     documents=[f"document {i} " * 40, f"document {i + 1} " * 40])
-        wait_for(lambda: cluster.node(leader).status()["snapshot_index"] > 0, 60, "the leader to snapshot")
+        wait_for(lambda: (cluster.node(leader).status() or {}).get("snapshot_index", 0) > 0, 60,
+                 "the leader to snapshot")
         yield cluster, leader, lagging_id, keepalive
     finally:
         cluster.stop_all()
 
 
+def _status(cluster: Cluster, node_id: str) -> dict:
+    """A node's status; a call that times out on a busy machine is retried."""
+    return wait_for(lambda: cluster.node(node_id).status(timeout_s=5), 30, f"{node_id}'s status")
+
+
 def _sends_to(cluster: Cluster, leader: str, peer: str) -> int:
-    status = cluster.node(leader).status()
-    return status["snapshot_sends"][peer] if status else -1
+    return _status(cluster, leader)["snapshot_sends"][peer]
 
 
 def test_slow_snapshot_transfer(lagging: tuple[Cluster, str, str, bool]) -> None:
     cluster, leader, lagging_id, keepalive = lagging
-    snapshot_bytes = cluster.node(leader).status()["snapshot_bytes"]
+    snapshot_bytes = _status(cluster, leader)["snapshot_bytes"]
     chunks = snapshot_bytes // CHUNK_BYTES + 1
     # the precondition that makes this a test of the hazard: the transfer outlasts the timeout twice over
     assert chunks * CHUNK_DELAY_S > 2 * CONNECTION_TIMEOUT_S, f"snapshot of {snapshot_bytes} bytes is too small"
@@ -72,16 +77,16 @@ def test_slow_snapshot_transfer(lagging: tuple[Cluster, str, str, bool]) -> None
         # PySyncObj's behaviour: the leader hears nothing for connectionTimeout, drops the link, starts over
         wait_for(lambda: _sends_to(cluster, leader, lagging_id) >= 2, 4 * chunks * CHUNK_DELAY_S,
                  "the leader to restart the snapshot transfer")
-        assert cluster.node(lagging_id).status()["snapshot_installs"] == 0
+        assert _status(cluster, lagging_id)["snapshot_installs"] == 0
         return
 
     def installed() -> bool:
-        status = cluster.node(lagging_id).status()
-        return bool(status) and status["snapshot_installs"] >= 1 and \
-            status["applied_index"] >= cluster.node(leader).status()["applied_index"]
+        status, leader_status = cluster.node(lagging_id).status(), cluster.node(leader).status()
+        return bool(status and leader_status) and status["snapshot_installs"] >= 1 and \
+            status["applied_index"] >= leader_status["applied_index"]
     wait_for(installed, 60 + 4 * chunks * CHUNK_DELAY_S, "the lagging node to install the snapshot")
     assert _sends_to(cluster, leader, lagging_id) == 1  # one transfer, never restarted
-    assert cluster.node(lagging_id).status()["snapshot_installs"] == 1
+    assert _status(cluster, lagging_id)["snapshot_installs"] == 1
     _, _, leader_digest = http("GET", cluster.node(leader).url + "/raftchroma/digest", headers=LIN, timeout_s=60)
     _, _, lagging_digest = http("GET", cluster.node(lagging_id).url + "/raftchroma/digest", headers=STALE,
                                 timeout_s=60)

@@ -79,6 +79,8 @@ def _matrix(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         _usage_error(f"--seeds: {exc}")
+    if args.concurrency < 1 or args.rate <= 0 or args.time_limit <= 0:
+        _usage_error("--concurrency, --rate and --time-limit must be positive")
     workloads = [w for w in args.workloads.split(",") if w]
     nemeses = list(_nemeses(args.nemeses))
     for workload in workloads:

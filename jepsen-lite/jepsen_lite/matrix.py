@@ -10,6 +10,8 @@ verdict of each run is the one its `results.json` holds.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from typing import Any
 
 WORKLOADS = ("register", "set", "collections")
 NEMESES = ("kill", "pause", "partition", "restart")
-RUN_TIMEOUT_S = 600.0
+RUN_SETUP_AND_CHECK_S = 300.0  # start, heal, recovery, final reads and checking, generously
 STOP_GRACE_S = 60.0
 LEDGER_NAME = "matrix.jsonl"
 
@@ -44,14 +46,42 @@ def cells(workloads: Sequence[str], nemeses: Sequence[str], seeds: Sequence[int]
     return [(w, n, s) for s in seeds for w in workloads for n in nemeses]
 
 
-def _stop_runner(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM lets the runner unwind and kill the nodes it started; SIGKILL only if it does not."""
+def _stop_runner(proc: subprocess.Popen[bytes], run_dirs: Any) -> None:
+    """SIGTERM lets the runner unwind and kill the nodes it started; if it does not within the
+    grace time, SIGKILL it and then the nodes its run directory lists (they run in their own
+    sessions, so they outlive it)."""
     proc.terminate()
     try:
         proc.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+        for run_dir in run_dirs():
+            _kill_listed_nodes(run_dir)
+
+
+def _kill_listed_nodes(run_dir: Path) -> None:
+    """The last pid of each node in `pids.json`, if it is still a raftchroma node (pids are reused)."""
+    try:
+        pids = json.loads((run_dir / "pids.json").read_text())
+    except (OSError, ValueError):
+        return
+    for node_pids in pids.values():
+        pid = node_pids[-1]
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"raftchroma" in cmdline and b"serve" in cmdline:
+                os.killpg(pid, signal.SIGKILL)  # each node leads its own session
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def _read_results(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        return {"verdict": results["verdict"], "verdicts": results["verdicts"], "counts": results["counts"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _run_one(workload: str, nemesis: str, seed: int, time_limit_s: float, concurrency: int,
@@ -62,25 +92,33 @@ def _run_one(workload: str, nemesis: str, seed: int, time_limit_s: float, concur
     argv = [str(launcher), "run", "--workload", workload, "--nemesis", nemesis,
             "--time-limit", str(time_limit_s), "--concurrency", str(concurrency), "--rate", str(rate),
             "--seed", str(seed), "--store", str(store)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = store / "runner-logs" / f"{workload}-{nemesis}-{seed}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def new_dirs() -> list[Path]:
+        return sorted(d for d in set(store.iterdir()) - before if (d / "run.json").exists() or
+                      (d / "pids.json").exists())
+
+    with log_path.open("ab") as log_file:  # the runner's own output, for a run that crashes
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        exit_code: int | None = proc.wait(timeout=RUN_TIMEOUT_S)
+        exit_code: int | None = proc.wait(timeout=2 * time_limit_s + RUN_SETUP_AND_CHECK_S)
     except subprocess.TimeoutExpired:
         exit_code = None
-        _stop_runner(proc)
+        _stop_runner(proc, new_dirs)
     except BaseException:  # Ctrl-C or SIGTERM of the campaign: the runner must still stop its nodes
-        _stop_runner(proc)
+        _stop_runner(proc, new_dirs)
         raise
-    new_dirs = sorted(set(store.iterdir()) - before) if store.exists() else []
+    dirs = new_dirs()
     record: dict[str, Any] = {
         "workload": workload, "nemesis": nemesis, "seed": seed, "time_limit_s": time_limit_s,
         "concurrency": concurrency, "rate": rate, "exit": exit_code,
-        "wall_s": round(time.monotonic() - started, 1), "dir": str(new_dirs[-1]) if new_dirs else None,
-        "verdict": "unknown", "verdicts": {}, "counts": {},
+        "wall_s": round(time.monotonic() - started, 1), "dir": str(dirs[-1]) if dirs else None,
+        "log": str(log_path), "verdict": "unknown", "verdicts": {}, "counts": {},
     }
-    if new_dirs and (new_dirs[-1] / "results.json").exists():
-        results = json.loads((new_dirs[-1] / "results.json").read_text())
-        record.update(verdict=results["verdict"], verdicts=results["verdicts"], counts=results["counts"])
+    results = _read_results(dirs[-1]) if dirs else None
+    if results is not None:
+        record.update(results)
     return record
 
 
@@ -103,7 +141,14 @@ def run_campaign(seeds: Sequence[int], time_limit_s: float, concurrency: int, ra
 
 
 def load_ledger(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The ledger's records; a line cut short (a campaign killed while writing) is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def table(records: Iterable[dict[str, Any]]) -> str:
@@ -111,6 +156,7 @@ def table(records: Iterable[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
         groups[(rec["workload"], rec["nemesis"], float(rec["time_limit_s"]))].append(rec)
+    settings = {(rec.get("concurrency"), rec.get("rate")) for rec in records}
     order = {w: i for i, w in enumerate(WORKLOADS)} | {n: i for i, n in enumerate(NEMESES)}
     lines = ["| workload | nemesis | runs x s | seeds | ok / fail / info (sum) | verdicts |",
              "|---|---|---|---|---|---|"]
@@ -124,6 +170,10 @@ def table(records: Iterable[dict[str, Any]]) -> str:
         seeds = ",".join(str(s) for s in sorted(r["seed"] for r in recs))
         lines.append(f"| {workload} | {nemesis} | {len(recs)} x {limit_s:g} | {seeds} | "
                      f"{sums['ok']} / {sums['fail']} / {sums['info']} | {verdict_text} |")
+    if len(settings) > 1:
+        lines.append("")
+        lines.append("(rows mix runs with different --concurrency / --rate: "
+                     + ", ".join(f"{c} / {r}" for c, r in sorted(settings, key=str)) + ")")
     return "\n".join(lines)
 
 

@@ -642,7 +642,7 @@ def _dimension(rows: list[np.ndarray | None] | None) -> int | None:
 
 def _packed(rows: list[np.ndarray | None] | None) -> dict[str, Any] | None:
     """One float32 matrix. An update's null rows (keep the stored vector) are zeros here and
-    listed by `_kept_rows`; the store fills them in from the stored vectors when it applies."""
+    listed by `_kept_rows`; the store hands Chroma None for them, as Chroma gets them."""
     if rows is None or all(row is None for row in rows):
         return None  # no embeddings, or an update whose embeddings are all null: keep the stored ones
     dim = _dimension(rows)

@@ -40,3 +40,16 @@ def test_table_groups_cells_in_workload_and_nemesis_order() -> None:
         "| register | partition | 1 x 60 | 1 | 5 / 0 / 2 | 1 valid |",
         "| set | pause | 1 x 60 | 2 | 10 / 1 / 0 | 1 valid |",
     ]
+
+
+def test_ledger_skips_a_line_cut_short(tmp_path) -> None:
+    from jepsen_lite.matrix import load_ledger
+    ledger = tmp_path / "matrix.jsonl"
+    ledger.write_text('{"seed": 1}\n{"seed": 2}\n{"seed": 3, "verd')
+    assert load_ledger(ledger) == [{"seed": 1}, {"seed": 2}]
+
+
+def test_table_says_when_rows_mix_settings() -> None:
+    records = [dict(_record("set", "kill", 1, "valid", 1, 0, 0), concurrency=6, rate=40.0),
+               dict(_record("set", "kill", 2, "valid", 1, 0, 0), concurrency=8, rate=50.0)]
+    assert table(records).splitlines()[-1] == "(rows mix runs with different --concurrency / --rate: 6 / 40.0, 8 / 50.0)"
