@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import heapq
 import itertools
 import logging
@@ -86,8 +85,8 @@ class Node:
             log.info("kept the store left clean at index %d; entries up to it are skipped", self._skip_through)
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
-        self.replication = await self._loop.run_in_executor(None, functools.partial(
-            Replication, self.config, self.node, self._enqueue, self.fault_injection, self, self.faults))
+        self.replication = await self._loop.run_in_executor(
+            None, Replication, self.config, self.node, self._enqueue, self.fault_injection, self, self.faults)
 
     async def stop(self) -> None:
         if self.replication is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import http, make_cluster, wait_for
+from tests.harness import Cluster, http, make_cluster, wait_for
 
 
 def _kill_group(pid: int) -> None:
@@ -44,20 +44,31 @@ def _stop_up(up: subprocess.Popen[str], node_pids: list[int]) -> None:
             _kill_group(pid)
 
 
+def _start_up(cluster: Cluster, stderr_path: Path) -> subprocess.Popen[str]:
+    """`raftchroma up` on the cluster's file, in its own session, stderr to `stderr_path`."""
+    with stderr_path.open("w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "raftchroma", "up", "--config", str(cluster.config_path)],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+
+
+def _banner(up: subprocess.Popen[str]) -> list[str]:
+    """The lines `up` prints up to and including "cluster is up"."""
+    lines = []
+    for line in up.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("cluster is up"):
+            break
+    return lines
+
+
 @pytest.mark.slow
 def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     cluster = make_cluster(tmp_path)
     stderr_path = tmp_path / "up.stderr"
-    with stderr_path.open("w") as stderr:
-        up = subprocess.Popen([sys.executable, "-m", "raftchroma", "up", "--config", str(cluster.config_path)],
-                              stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    up = _start_up(cluster, stderr_path)
     node_pids: list[int] = []
     try:
-        lines = []
-        for line in up.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("cluster is up"):
-                break
+        lines = _banner(up)
         urls = [n.url for n in cluster.nodes.values()]
         assert [line.split()[1] for line in lines[:3]] == urls
         assert sum("(leader)" in line for line in lines[:3]) == 1
@@ -100,16 +111,10 @@ def test_up_does_not_restart_a_node_that_refuses_to_start(tmp_path: Path) -> Non
     journal.parent.mkdir(parents=True)
     journal.write_bytes(b"not a raftchroma journal")
     stderr_path = tmp_path / "up.stderr"
-    with stderr_path.open("w") as stderr:
-        up = subprocess.Popen([sys.executable, "-m", "raftchroma", "up", "--config", str(cluster.config_path)],
-                              stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    up = _start_up(cluster, stderr_path)
     node_pids: list[int] = []
     try:
-        lines = []
-        for line in up.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("cluster is up"):
-                break
+        lines = _banner(up)
         node_pids = [cluster.node(n).status(timeout_s=5)["pid"] for n in ("n1", "n2")]
         leader_lines = [line for line in lines[:3] if "(leader)" in line]
         assert len(leader_lines) == 1 and leader_lines[0].split()[0] in ("n1", "n2")
