@@ -9,6 +9,8 @@ the environment after start-up, except the Raft password, which may come from
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,19 @@ class ClusterConfig:
 
     def peers_of(self, node_id: str) -> tuple[NodeConfig, ...]:
         return tuple(n for n in self.nodes if n.id != node_id)
+
+    def cluster_settings(self) -> dict[str, Any]:
+        """The settings every member must share: what a node accepts into the log and answers
+        the same way whichever node a client asks. Timeouts and Raft timing may differ per node."""
+        return {"allow_reset": self.allow_reset, "read_consistency": self.read_consistency,
+                "max_body_bytes": self.max_body_bytes, "max_batch_size": self.max_batch_size,
+                "max_entry_bytes": self.raft.max_entry_bytes}
+
+    @property
+    def settings_fingerprint(self) -> str:
+        """A short hash of `cluster_settings()`; peers whose fingerprints differ refuse each other."""
+        canonical = json.dumps(self.cluster_settings(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 _CLUSTER_KEYS = {

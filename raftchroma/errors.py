@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from raftchroma.result import error_body
+
 # Exit codes of `raftchroma serve`, read by `raftchroma up` (restart or not) and by operators.
 EXIT_USAGE = 2  # bad command line or cluster file: restarting cannot help
 EXIT_CORRUPT = 3  # a damaged journal or snapshot: restarting cannot help
 EXIT_CORRUPT_LOG = 70  # a committed entry cannot be decoded: restarting replays it again
 EXIT_INSTALL_FAILED = 71  # a snapshot install failed (may be the disk): restarting may help
+EXIT_INTERNAL = 73  # an unexpected exception in the applier (a bug): restarting may help, report it
+EXIT_APPLY_FAULT = 72  # Chroma failed on a committed entry and the machine looks healthy: see OPERATIONS.md
 
 
 class ApiError(Exception):
@@ -33,7 +37,7 @@ class ApiError(Exception):
             self.name = name
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.name, "message": self.message}
+        return error_body(self.name, self.message)
 
 
 class InvalidArgument(ApiError):
@@ -84,5 +88,5 @@ class WriteOutcomeUnknown(ApiError):
 
 
 def result_error(status: int, name: str, message: str) -> ApiError:
-    """An ApiError rebuilt from an apply result (see store.ApplyResult)."""
+    """An ApiError rebuilt from an error Result."""
     return ApiError(message, status=status, name=name)

@@ -6,7 +6,14 @@ thread that applies committed entries to Chroma in log order, outside PySyncObj'
 heartbeat thread. It imports neither chromadb nor pysyncobj directly.
 
 Write: choose ids -> encode -> propose -> PySyncObj commits -> apply_entry enqueues
-(index, bytes) -> the applier applies it here -> the waiting request gets (index, result).
+(index, bytes) -> the applier decodes it and runs state_machine.apply on the store -> the
+waiting request gets (index, result). Read: a typed `reads.Read` -> wait for its consistency
+-> run its query on the read pool.
+
+Which thread owns what: the event loop owns the waiter maps and barriers; PySyncObj's tick
+thread only calls `_enqueue`, `request_snapshot` and `install_snapshot` (which queue work);
+the applier thread owns `applied_index` (written there, read anywhere), the store's changes
+and snapshots; the read pool only reads the store, inside `Store.reading()`.
 """
 
 from __future__ import annotations
@@ -23,12 +30,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from raftchroma import snapshot
-from raftchroma.command import CorruptEntry, decode_entry, encode_entry, new_request_id
+from raftchroma import snapshot, state_machine
+from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry, encode_entry
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
-from raftchroma.errors import EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, ApiError, NoQuorum, NotReady, WriteOutcomeUnknown
+from raftchroma.errors import (
+    EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, NoQuorum, NotReady,
+    WriteOutcomeUnknown,
+)
+from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS, Replication
-from raftchroma.store import Result, Store, StoreUnavailable
+from raftchroma.result import Result, StoreFault, StoreUnavailable
+from raftchroma.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,10 @@ _LEADER_POLL_S = 0.02
 _APPLY_RETRY_MIN_S = 0.05
 _APPLY_RETRY_MAX_S = 2.0
 _CLEAN_AFTER_IDLE_S = 1.0  # the applier marks the store clean after this long without entries
+
+
+RETRY_ADVICE = ("Retry with the same X-Raftchroma-Request-Id header to apply it at most once "
+                "(a write sent without one may apply twice if retried).")
 
 
 class EntryTooLarge(ApiError):
@@ -79,7 +95,7 @@ class Node:
         self._loop = asyncio.get_running_loop()
         os.makedirs(self.node.data_dir, exist_ok=True)
         self.store = await self._loop.run_in_executor(
-            None, Store, self.node.data_dir, self.config.allow_reset, _local_snapshot_index(self.node.data_dir))
+            None, Store, self.node.data_dir, _local_snapshot_index(self.node.data_dir))
         self.applied_index = self._skip_through = self.store.recovered_index
         if self._skip_through:
             log.info("kept the store left clean at index %d; entries up to it are skipped", self._skip_through)
@@ -117,6 +133,17 @@ class Node:
         return header["raft"]
 
     def _apply_loop(self) -> None:
+        """Crash, don't limp: an applier that died would leave a node that answers heartbeats
+        but never applies, so any unexpected exception stops the process."""
+        try:
+            self._apply_items()
+        except BaseException:
+            log.critical("the applier failed unexpectedly at applied index %d; stopping the node",
+                         self.applied_index, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_INTERNAL)
+
+    def _apply_items(self) -> None:
         while True:
             try:
                 item = self._apply_queue.get(timeout=_CLEAN_AFTER_IDLE_S)
@@ -136,15 +163,16 @@ class Node:
         if index <= self._skip_through:  # already in the store kept from the last run
             return
         try:
-            ops = decode_entry(data)
+            proposals = decode_entry(data)
         except CorruptEntry as exc:
             log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
+            logging.shutdown()
             os._exit(EXIT_CORRUPT_LOG)
-        if any(op["kind"] != "barrier" for op in ops):  # read barriers change nothing
+        if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
             self.store.mark_dirty()
-        for op in ops:
-            result = self._apply_until_done(op, index)
-            self._resolve(op.get("rid"), index, result)
+        for proposal in proposals:
+            outcome = self._apply_until_done(proposal, index)
+            self._resolve(proposal.rid, outcome.index, outcome.result)
         self._set_applied(index)
         self._count_log_bytes(len(data))
 
@@ -156,21 +184,28 @@ class Node:
             self._snapshot_forced = True
             self.replication.force_snapshot()
 
-    def _apply_until_done(self, op: dict[str, Any], index: int) -> Result:
+    def _apply_until_done(self, proposal: Proposal, index: int) -> state_machine.Outcome:
         """A committed op must be applied here eventually: retry environmental failures
-        (disk full...) with backoff instead of recording a result the other replicas lack."""
+        (disk full...) with backoff instead of recording a result the other replicas lack;
+        stop on a failure that cannot be classified (see docs/OPERATIONS.md)."""
         delay_s = _APPLY_RETRY_MIN_S
         while True:
             try:
-                result = self.store.apply(op)
+                outcome = state_machine.apply(self.store, proposal, index)
                 self.apply_error = None
-                return result
+                return outcome
             except StoreUnavailable as exc:
                 if self.apply_error != str(exc):
                     log.error("cannot apply entry %d, will retry until it succeeds: %s", index, exc)
                 self.apply_error = str(exc)
                 time.sleep(delay_s)  # backoff while the disk is full, not synchronisation
                 delay_s = min(delay_s * 2, _APPLY_RETRY_MAX_S)
+            except StoreFault as exc:
+                log.critical("entry %d (%s) failed in Chroma with a healthy disk, an outcome that cannot be "
+                             "classified; stopping the node rather than record it: %s",
+                             index, type(proposal.op).__name__, exc)
+                logging.shutdown()
+                os._exit(EXIT_APPLY_FAULT)
 
     def _set_applied(self, index: int) -> None:
         self.applied_index = index
@@ -230,13 +265,18 @@ class Node:
 
     # ------------------------------------------------------------------ writes
 
-    async def write(self, op: dict[str, Any]) -> tuple[int, Result]:
-        """Commit `op` through the log; return (log index, result as applied on this node)."""
-        op["rid"] = new_request_id()
-        entry = encode_entry([op])
+    async def write(self, op: Op, request_id: str | None = None) -> tuple[int, Result]:
+        """Commit `op` through the log; return (log index, result as applied on this node).
+        With a client `request_id` already applied here, answer its first outcome at once."""
+        if request_id is not None:
+            remembered = self.store.recall(request_id)
+            if remembered is not None:
+                return remembered
+        proposal = Proposal(op, request_id=request_id)
+        entry = encode_entry([proposal])
         if len(entry) > self.config.raft.max_entry_bytes:
             raise EntryTooLarge(f"Log entry of {len(entry)} bytes exceeds the limit of {self.config.raft.max_entry_bytes}")
-        return await self._propose(op["rid"], entry, self.config.write_timeout_s)
+        return await self._propose(proposal.rid, entry, self.config.write_timeout_s)
 
     async def _propose(self, rid: bytes, entry: bytes, timeout_s: float) -> tuple[int, Result]:
         deadline = time.monotonic() + timeout_s
@@ -250,7 +290,8 @@ class Node:
                 return await asyncio.wait_for(asyncio.shield(future), remaining_s)
             except asyncio.TimeoutError:
                 raise WriteOutcomeUnknown(
-                    f"The write was proposed but not confirmed within {timeout_s:g}s; it may still commit") from None
+                    f"The write was proposed but not confirmed within {timeout_s:g}s; it may still commit. "
+                    f"{RETRY_ADVICE}") from None
         finally:
             self._waiters.pop(rid, None)
 
@@ -262,7 +303,7 @@ class Node:
             future.set_exception(NoQuorum(f"The write was not committed (raft: {_reason(err)}); retry"))
         else:
             future.set_exception(WriteOutcomeUnknown(
-                f"The write may or may not have committed (raft: {_reason(err)}); check before retrying"))
+                f"The write may or may not have committed (raft: {_reason(err)}). {RETRY_ADVICE}"))
 
     async def _await_leader(self, deadline: float) -> None:
         """Wait for a usable leader; no proposal is made without one (so the failure is definite)."""
@@ -277,18 +318,18 @@ class Node:
 
     # ------------------------------------------------------------------- reads
 
-    async def read(self, consistency: str, min_index: int | None, fn: Callable[[], Result]) -> Result:
-        """Run a store read at the requested consistency."""
+    async def read(self, read: Read) -> Result:
+        """Answer a typed read at its consistency."""
         timeout_s = self.config.read_timeout_s
-        if min_index:
-            await self.wait_applied(min_index, timeout_s)
-        if consistency == "linearizable" and not self.unsafe_local_reads:
+        if read.min_index:
+            await self.wait_applied(read.min_index, timeout_s)
+        if read.consistency == LINEARIZABLE and not self.unsafe_local_reads:
             await self.read_barrier(timeout_s)
-        return await self._loop.run_in_executor(self._read_pool, self._guarded_read, fn)
+        return await self._loop.run_in_executor(self._read_pool, self._guarded_read, read)
 
-    def _guarded_read(self, fn: Callable[[], Result]) -> Result:
+    def _guarded_read(self, read: Read) -> Result:
         with self.store.reading():
-            return fn()
+            return read.query.run(self.store, self.applied_index)
 
     async def read_barrier(self, timeout_s: float) -> int:
         """Commit a barrier entry proposed after this call began, and wait until it is applied here.
@@ -311,9 +352,8 @@ class Node:
 
     async def _run_barrier(self, waiters: list[asyncio.Future[int]]) -> None:
         try:
-            rid = new_request_id()
-            entry = encode_entry([{"kind": "barrier", "rid": rid}])
-            index, _ = await self._propose(rid, entry, self.config.read_timeout_s)
+            proposal = Proposal(Barrier())
+            index, _ = await self._propose(proposal.rid, encode_entry([proposal]), self.config.read_timeout_s)
             outcome: Any = index
         except ApiError as exc:
             outcome = NoQuorum(f"Could not confirm a linearizable read: {exc.message}")
@@ -367,6 +407,8 @@ class Node:
             "store_kept_index": self._skip_through,
             "blocked_peers": self.replication.blocked_peers(),
             "snapshot_sends": self.replication.snapshot_sends(),
+            "settings_fingerprint": self.config.settings_fingerprint,
+            "settings_mismatches": self.replication.settings_mismatches(),
         }
 
 

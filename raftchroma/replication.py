@@ -79,6 +79,10 @@ def _snapshot_chunk(message: Any) -> Any:
     return None
 
 
+SETTINGS_HELLO = "raftchroma-hello"  # first message on a connection: (HELLO, address, settings fingerprint)
+SETTINGS_REFUSED = "raftchroma-settings-refused"  # the answer to a hello whose fingerprint differs
+
+
 class RaftchromaTransport(TCPTransport):
     """EXTENSION of PySyncObj 0.3.17's TCP transport: while a follower receives a snapshot it
     answers nothing until the last chunk, so the leader dropped the connection after
@@ -89,6 +93,43 @@ class RaftchromaTransport(TCPTransport):
 
     snapshot_keepalive = True  # only tests turn it off, to show the hazard it closes
     snapshot_sends: Counter[str]  # set per node on the per-node subclass (see Replication)
+    settings_fingerprint = ""  # set per node: see ClusterConfig.cluster_settings
+    settings_mismatches: dict[str, str]  # peer address -> its differing fingerprint (per node)
+
+    # The hello: a peer names itself together with its cluster-wide settings fingerprint, and a
+    # peer whose settings differ is refused (and told so) before it can send or receive an
+    # entry, so a misconfigured node never applies anything (etcd refuses a peer with another
+    # cluster id the same way). Both sides log the refusal once and report it in status.
+
+    def _sendSelfAddress(self, conn: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        conn.send((SETTINGS_HELLO, self._selfNode.address, self.settings_fingerprint))
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
+        if self._syncObj.encryptor and not conn.sendRandKey:  # still the key exchange
+            return super()._onIncomingMessageReceived(conn, message)
+        if isinstance(message, tuple) and len(message) == 3 and message[0] == SETTINGS_HELLO:
+            _, address, fingerprint = message
+            if fingerprint != self.settings_fingerprint:
+                self._note_mismatch(str(address), str(fingerprint))
+                conn.send((SETTINGS_REFUSED, self.settings_fingerprint))
+                conn.disconnect()
+                self._unknownConnections.discard(conn)
+                return
+            self.settings_mismatches.pop(str(address), None)
+            message = address
+        elif message in self._nodeAddrToNode:  # a member that sent no settings: an older version
+            self._note_mismatch(str(message), "none")
+            conn.disconnect()
+            self._unknownConnections.discard(conn)
+            return
+        super()._onIncomingMessageReceived(conn, message)
+
+    def _note_mismatch(self, address: str, fingerprint: str) -> None:
+        if self.settings_mismatches.get(address) != fingerprint:
+            log.error("refusing Raft peer %s: its cluster-wide settings (fingerprint %s) differ from this node's (%s); "
+                      "make [cluster] the same in every node's cluster.toml", address, fingerprint,
+                      self.settings_fingerprint)
+        self.settings_mismatches[address] = fingerprint
 
     def send(self, node: Any, message: Any) -> bool:
         chunk = _snapshot_chunk(message)
@@ -97,6 +138,9 @@ class RaftchromaTransport(TCPTransport):
         return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if isinstance(message, tuple) and len(message) == 2 and message[0] == SETTINGS_REFUSED:
+            self._note_mismatch(node.address, str(message[1]))
+            return
         super()._onMessageReceived(node, message)
         if self.snapshot_keepalive and _snapshot_chunk(message) is not None:
             self.send(node, {"type": "raftchroma_keepalive"})
@@ -210,7 +254,8 @@ class Replication:
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self._transport_class: type = type(
             "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,),
-            {"snapshot_sends": Counter()})
+            {"snapshot_sends": Counter(), "settings_fingerprint": config.settings_fingerprint,
+             "settings_mismatches": {}})
         self._fault_injection = fault_injection
         if faults.any and not fault_injection:
             raise RuntimeError("fault knobs need fault injection")
@@ -341,6 +386,11 @@ class Replication:
         sends = self._transport_class.snapshot_sends
         return {node_id: sends.get(address, 0) for node_id, address in sorted(self._id_to_address.items())
                 if address != self._node.raft_address}
+
+    def settings_mismatches(self) -> dict[str, str]:
+        """Per peer id: the fingerprint of a peer refused because its cluster-wide settings differ."""
+        mismatches = dict(self._transport_class.settings_mismatches)
+        return {self._address_to_id.get(a, a): fp for a, fp in sorted(mismatches.items())}
 
     def blocked_peers(self) -> list[str]:
         if not self._fault_injection:

@@ -2,13 +2,12 @@
 
 Owns: the embedded Chroma (its Rust bindings, persistent, telemetry off), the map from the
 API-visible ids (chosen before proposing, identical on every replica) to the ids Chroma
-assigned locally, and the rendering of Chroma objects into the JSON shapes of Chroma's
-HTTP API.
-
-`apply(op)` is the deterministic state-machine step: its result depends only on the
-store and the op; it reads no clock, no randomness, no network. Chroma's expected errors
-(not found, already exists, wrong dimension...) come back as results, never as
-exceptions, so that an apply can never raise into Raft.
+assigned locally, the remembered outcomes of client request ids, the rendering of Chroma
+objects into the JSON shapes of Chroma's HTTP API, and the translation of Chroma's failures
+into three kinds, by type and errno only (never by message text): `Refused` (Chroma's typed,
+deterministic answer), `StoreUnavailable` (the machine failed: retry) and `StoreFault` (cannot be
+classified: the node stops). It decides nothing: the state machine (state_machine.py) checks
+and orders every change; this module only carries them out.
 
 The store is derived state: it is rebuilt from the Raft log (see docs/ARCHITECTURE.md).
 """
@@ -16,6 +15,7 @@ The store is derived state: it is rebuilt from the Raft log (see docs/ARCHITECTU
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -23,6 +23,7 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,7 +33,8 @@ import numpy as np
 from chromadb import errors as chroma_errors
 
 from raftchroma import snapshot
-from raftchroma.command import unpack_embeddings
+from raftchroma.command import CreateCollection, DeleteRecords, UpdateCollection, WriteRecords, unpack_embeddings
+from raftchroma.result import Refused, Result, StoreFault, StoreUnavailable, not_found_collection
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +46,19 @@ STATE_FILE_NAME = "store.state"  # the clean marker: see Store.mark_clean
 APPLY_CHUNK_RECORDS = 50  # records per Chroma call: bounds how long one call holds the GIL
 
 
+ENVIRONMENTAL_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EFBIG,
+})
+MIN_FREE_BYTES = 1024 * 1024  # less than this free on the data disk counts as full
+PROBE_FILE_NAME = "store.probe"
+PROBE_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
-class Result:
-    """The outcome of an apply or a read: an HTTP status and a JSON-able body."""
-
-    status: int
-    body: Any
-
-    @property
-    def ok(self) -> bool:
-        return self.status < 400
-
-
-def error(status: int, name: str, message: str) -> Result:
-    return Result(status, {"error": name, "message": message})
-
-
-def not_found_collection(collection_id: str, dot: bool = True) -> Result:
-    return error(404, "NotFoundError", f"Collection [{collection_id}] does not exist{'.' if dot else ''}")
-
-
-class StoreUnavailable(Exception):
-    """The store cannot apply right now (disk full, I/O error); the op must be retried."""
-
-
-ENVIRONMENTAL_MARKERS = (
-    "disk is full", "no space left", "i/o error", "disk i/o", "error in compaction", "purging logs",
-    "failed to apply logs", "database is locked", "readonly database", "too many open files", "out of memory",
-)
-
-
-def is_environmental(exc: Exception) -> bool:
-    """Whether Chroma's error says the machine failed (disk full, I/O) rather than the request.
-
-    An allowlist: Chroma reports both kinds as InternalError (a duplicate name is an
-    InternalError "... already exists"), and treating a deterministic answer as environmental
-    would retry that entry forever on every replica and wedge the cluster."""
-    message = (exc.message() if isinstance(exc, chroma_errors.ChromaError) else str(exc)).lower()
-    return isinstance(exc, chroma_errors.InternalError) and any(m in message for m in ENVIRONMENTAL_MARKERS)
+class CollectionInfo:
+    api_id: str
+    name: str
+    dimension: int | None
 
 
 @dataclass(frozen=True)
@@ -94,14 +71,14 @@ class CollectionRef:
 class Store:
     """Embedded Chroma under `data_dir/chroma`, with the API-id map kept beside it."""
 
-    def __init__(self, data_dir: Path, allow_reset: bool, snapshot_index: int = 0) -> None:
+    def __init__(self, data_dir: Path, snapshot_index: int = 0) -> None:
         self._chroma_dir = Path(data_dir) / "chroma"
         self._state_path = Path(data_dir) / STATE_FILE_NAME
-        self._allow_reset = allow_reset
         self._lock = threading.RLock()  # guards the id maps; Chroma itself is thread-safe
         self._collections: dict[str, CollectionRef] = {}
         self._local_to_api: dict[str, str] = {}
         self._database_ids: dict[str, str] = {DEFAULT_DATABASE_ID: DEFAULT_DATABASE_ID}
+        self._outcomes: OrderedDict[str, tuple[int, int, Any]] = OrderedDict()  # client request id -> outcome
         self._swap = threading.Condition()  # readers vs. a snapshot install swapping the store
         self._readers = 0
         self._swapping = False
@@ -194,7 +171,8 @@ class Store:
     def _maps(self) -> dict[str, Any]:
         with self._lock:
             return {"collections": {k: [r.local_id, r.tenant, r.database] for k, r in self._collections.items()},
-                    "database_ids": dict(self._database_ids)}
+                    "database_ids": dict(self._database_ids),
+                    "outcomes": [[rid, *outcome] for rid, outcome in self._outcomes.items()]}
 
     def install_snapshot(self, path: Path, header: dict[str, Any]) -> None:
         """Replace the whole store with the snapshot's (applier thread only)."""
@@ -218,111 +196,147 @@ class Store:
             self._collections = {k: CollectionRef(*v) for k, v in maps["collections"].items()}
             self._local_to_api = {ref.local_id: k for k, ref in self._collections.items()}
             self._database_ids = dict(maps["database_ids"])
+            self._outcomes = OrderedDict((rid, (index, status, body)) for rid, index, status, body in maps.get("outcomes", []))
 
-    # ------------------------------------------------------------------ apply
+    # ------------------------------------------------- what the state machine asks
 
-    def apply(self, op: dict[str, Any]) -> Result:
-        """Apply one replicated op. Chroma's deterministic errors are results; an environmental
-        failure (disk full, I/O error) raises StoreUnavailable, and the caller must retry the
-        same op: returning it as a result would make this replica differ from the others."""
-        handler = _APPLY.get(op["kind"])
-        if handler is None:
-            return error(500, "InternalError", f"unknown op kind {op['kind']}")
-        try:
-            return handler(self, op)
-        except chroma_errors.ChromaError as exc:
-            if is_environmental(exc):
-                raise StoreUnavailable(f"{op['kind']}: {exc.message()}") from exc
-            return chroma_error_result(exc)
-        except OSError as exc:
-            raise StoreUnavailable(f"{op['kind']}: {exc}") from exc
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            log.warning("apply of %s rejected: %r", op["kind"], exc)
-            return error(400, "InvalidArgumentError", str(exc))
+    def tenant_exists(self, name: str) -> bool:
+        return self._exists(lambda: self._bindings.get_tenant(name))
 
-    def _apply_create_tenant(self, op: dict[str, Any]) -> Result:
-        self._bindings.create_tenant(op["name"])
-        return Result(200, {})
+    def database_exists(self, tenant: str, name: str) -> bool:
+        return self._exists(lambda: self._bindings.get_database(name, tenant))
 
-    def _apply_create_database(self, op: dict[str, Any]) -> Result:
-        self._bindings.create_database(op["name"], op["tenant"])
-        local = self._bindings.get_database(op["name"], op["tenant"])
+    def collection(self, tenant: str, database: str, api_id: str) -> CollectionInfo | None:
+        """The collection with this API id in this scope, or None."""
+        ref = self._ref(api_id, tenant, database)
+        if ref is None:
+            return None
+        with self._translated("collection"):
+            try:
+                col = self._bindings.get_collection_by_id(ref.local_id, tenant, database)
+            except chroma_errors.NotFoundError:
+                return None
+        return CollectionInfo(api_id, col.name, col.dimension)
+
+    def collection_named(self, tenant: str, database: str, name: str) -> CollectionInfo | None:
+        with self._translated("collection_named"):
+            try:
+                col = self._bindings.get_collection(name, tenant, database)
+            except (chroma_errors.NotFoundError, chroma_errors.InvalidArgumentError):
+                return None
         with self._lock:
-            self._database_ids[str(local.id)] = op["database_id"]
-        return Result(200, {})
+            api_id = self._local_to_api.get(str(col.id))
+        return CollectionInfo(api_id, col.name, col.dimension) if api_id is not None else None
 
-    def _apply_delete_database(self, op: dict[str, Any]) -> Result:
-        tenant, name = op["tenant"], op["name"]
-        doomed = [cid for cid, ref in self._collections.items() if ref.tenant == tenant and ref.database == name]
-        self._bindings.delete_database(name, tenant)
+    def _exists(self, lookup: Callable[[], Any]) -> bool:
+        with self._translated("lookup"):
+            try:
+                lookup()
+            except chroma_errors.NotFoundError:
+                return False
+        return True
+
+    def recall(self, request_id: str) -> tuple[int, Result] | None:
+        """The first outcome of a write that carried this client request id, if still remembered."""
+        with self._lock:
+            kept = self._outcomes.get(request_id)
+        return None if kept is None else (kept[0], Result(kept[1], kept[2]))
+
+    def remember(self, request_id: str, index: int, result: Result, window: int) -> None:
+        """Keep the outcome; forget the oldest beyond `window` ids (the same on every replica)."""
+        with self._lock:
+            self._outcomes[request_id] = (index, result.status, result.body)
+            while len(self._outcomes) > window:
+                self._outcomes.popitem(last=False)
+
+    # ------------------------------------------------------------- changes
+
+    def create_tenant(self, name: str) -> None:
+        with self._translated("create_tenant"):
+            self._bindings.create_tenant(name)
+
+    def create_database(self, tenant: str, name: str, database_id: str) -> None:
+        with self._translated("create_database"):
+            self._bindings.create_database(name, tenant)
+            local = self._bindings.get_database(name, tenant)
+        with self._lock:
+            self._database_ids[str(local.id)] = database_id
+
+    def delete_database(self, tenant: str, name: str) -> None:
+        with self._lock:
+            doomed = [cid for cid, ref in self._collections.items() if ref.tenant == tenant and ref.database == name]
+        with self._translated("delete_database"):
+            self._bindings.delete_database(name, tenant)
         with self._lock:
             for cid in doomed:
                 self._forget_collection(cid)
-        return Result(200, {})
 
-    def _apply_create_collection(self, op: dict[str, Any]) -> Result:
-        tenant, database = op["tenant"], op["database"]
-        col = self._bindings.create_collection(
-            op["name"], op.get("configuration_json"), op.get("schema_json"), op.get("metadata"),
-            bool(op.get("get_or_create")), tenant, database,
-        )
+    def create_collection(self, op: CreateCollection) -> dict[str, Any]:
+        """Create (or, with get_or_create, get) the collection; its rendering."""
+        with self._translated("create_collection"):
+            col = self._bindings.create_collection(
+                op.name, op.configuration_json, op.schema_json, op.metadata, op.get_or_create, op.tenant, op.database)
         local_id = str(col.id)
         with self._lock:
-            api_id = self._local_to_api.get(local_id)
-            if api_id is None:
-                api_id = op["collection_id"]
-                self._collections[api_id] = CollectionRef(local_id, tenant, database)
-                self._local_to_api[local_id] = api_id
-        return Result(200, self._render_collection(col))
+            created = local_id not in self._local_to_api
+            if created:
+                self._collections[op.collection_id] = CollectionRef(local_id, op.tenant, op.database)
+                self._local_to_api[local_id] = op.collection_id
+        if created and op.hnsw_num_threads is not None:
+            col = self._set_num_threads(col, op)
+        return self._render_collection(col)
 
-    def _apply_update_collection(self, op: dict[str, Any]) -> Result:
-        ref = self._ref(op["collection_id"], op["tenant"], op["database"])
-        if ref is None:
-            return not_found_collection(op["collection_id"])
-        self._bindings.update_collection(
-            ref.local_id, op.get("new_name"), op.get("new_metadata"), op.get("new_configuration_json"),
-        )
-        return Result(200, {})
+    def _set_num_threads(self, col: Any, op: CreateCollection) -> Any:
+        """Chroma fills HNSW `num_threads` with this machine's CPU count, so replicas on different
+        machines would store different configurations; store the proposer's choice instead."""
+        with self._translated("create_collection"):
+            self._bindings.update_collection(str(col.id), None, None,
+                                             json.dumps({"hnsw": {"num_threads": op.hnsw_num_threads}}))
+            return self._bindings.get_collection_by_id(str(col.id), op.tenant, op.database)
 
-    def _apply_delete_collection(self, op: dict[str, Any]) -> Result:
-        col = self._bindings.get_collection(op["name"], op["tenant"], op["database"])
-        self._bindings.delete_collection(op["name"], op["tenant"], op["database"])
+    def update_collection(self, op: UpdateCollection) -> None:
+        ref = self._required_ref(op.collection_id, op.tenant, op.database)
+        with self._translated("update_collection"):
+            self._bindings.update_collection(ref.local_id, op.new_name, op.new_metadata, op.new_configuration_json)
+
+    def delete_collection(self, tenant: str, database: str, name: str) -> None:
+        with self._translated("delete_collection"):
+            col = self._bindings.get_collection(name, tenant, database)
+            self._bindings.delete_collection(name, tenant, database)
         with self._lock:
             api_id = self._local_to_api.get(str(col.id))
             if api_id is not None:
                 self._forget_collection(api_id)
-        return Result(200, {})
 
-    def _apply_records(self, op: dict[str, Any]) -> Result:
-        """add / upsert / update. Large batches go to Chroma in chunks, because a Chroma
-        write holds the GIL and one 500-record call would stall Raft heartbeats; if a
-        later chunk fails, the earlier ones are undone so the batch stays all-or-nothing."""
-        ref = self._ref(op["collection_id"], op["tenant"], op["database"])
-        if ref is None:
-            return not_found_collection(op["collection_id"])
-        status = 201 if op["kind"] == "add" else 200
-        ids = op["ids"]
-        if not ids:
-            return Result(status, {})
-        columns = {"ids": ids, "embeddings": unpack_embeddings(op.get("embeddings")),
-                   "metadatas": op.get("metadatas"), "documents": op.get("documents"), "uris": op.get("uris")}
-        if op.get("keep_rows"):
-            columns["embeddings"] = _with_null_rows(columns["embeddings"], op["keep_rows"])
-        if len(ids) <= APPLY_CHUNK_RECORDS:
-            self._write_records(op["kind"], ref, columns)
-            return Result(status, {})
-        touched = list(dict.fromkeys(ids))
+    def write_records(self, op: WriteRecords) -> None:
+        """add / upsert / update, all or nothing. Large batches go to Chroma in chunks, because a
+        Chroma write holds the GIL and one 500-record call would stall Raft heartbeats; if a
+        later chunk fails, the earlier ones are undone."""
+        ref = self._required_ref(op.collection_id, op.tenant, op.database)
+        if not op.ids:
+            return
+        columns = {"ids": op.ids, "embeddings": unpack_embeddings(op.embeddings),
+                   "metadatas": op.metadatas, "documents": op.documents, "uris": op.uris}
+        if op.keep_rows:
+            columns["embeddings"] = _with_null_rows(columns["embeddings"], op.keep_rows)
+        with self._translated(op.kind):
+            if len(op.ids) <= APPLY_CHUNK_RECORDS:
+                self._write_records(op.kind, ref, columns)
+            else:
+                self._write_chunked(op.kind, ref, columns)
+
+    def _write_chunked(self, kind: str, ref: CollectionRef, columns: dict[str, Any]) -> None:
+        touched = list(dict.fromkeys(columns["ids"]))
         before = self._bindings.get(ref.local_id, touched, None, None, 0, None,
                                     ["embeddings", "metadatas", "documents", "uris"], ref.tenant, ref.database)
         try:
-            for start in range(0, len(ids), APPLY_CHUNK_RECORDS):
+            for start in range(0, len(columns["ids"]), APPLY_CHUNK_RECORDS):
                 chunk = {k: (v[start:start + APPLY_CHUNK_RECORDS] if v is not None else None) for k, v in columns.items()}
-                self._write_records(op["kind"], ref, chunk)
+                self._write_records(kind, ref, chunk)
                 time.sleep(0)  # hand the GIL to the Raft tick thread between chunks
         except chroma_errors.ChromaError:
             self._restore_records(ref, touched, before)
             raise
-        return Result(status, {})
 
     def _write_records(self, kind: str, ref: CollectionRef, c: dict[str, Any]) -> None:
         rest = (c["metadatas"], c["documents"], c["uris"], ref.tenant, ref.database)
@@ -340,28 +354,23 @@ class Store:
             self._bindings.add(before.ids, ref.local_id, np.asarray(before.embeddings, dtype=np.float32),
                                before.metadatas, before.documents, before.uris, ref.tenant, ref.database)
 
-    def _apply_delete_records(self, op: dict[str, Any]) -> Result:
-        ref = self._ref(op["collection_id"], op["tenant"], op["database"])
-        if ref is None:
-            return not_found_collection(op["collection_id"])
-        deleted = self._bindings.delete(
-            ref.local_id, op.get("ids"), _json_or_none(op.get("where")),
-            _json_or_none(op.get("where_document")), op.get("limit"), ref.tenant, ref.database,
-        )
-        return Result(200, {"deleted": int(deleted or 0)})
+    def delete_records(self, op: DeleteRecords) -> int:
+        ref = self._required_ref(op.collection_id, op.tenant, op.database)
+        with self._translated("delete_records"):
+            deleted = self._bindings.delete(
+                ref.local_id, op.ids, _json_or_none(op.where), _json_or_none(op.where_document), op.limit,
+                ref.tenant, ref.database,
+            )
+        return int(deleted or 0)
 
-    def _apply_reset(self, op: dict[str, Any]) -> Result:
-        if not self._allow_reset:
-            return error(403, "ChromaError", "Reset is disabled by config")
-        self._bindings.reset()
+    def reset(self) -> None:
+        with self._translated("reset"):
+            self._bindings.reset()
         with self._lock:
             self._collections.clear()
             self._local_to_api.clear()
             self._database_ids = {DEFAULT_DATABASE_ID: DEFAULT_DATABASE_ID}
-        return Result(200, True)
-
-    def _apply_barrier(self, op: dict[str, Any]) -> Result:
-        return Result(200, None)
+            self._outcomes.clear()
 
     def _forget_collection(self, api_id: str) -> None:
         ref = self._collections.pop(api_id, None)
@@ -375,14 +384,67 @@ class Store:
             return None
         return ref
 
+    def _required_ref(self, api_id: str, tenant: str, database: str) -> CollectionRef:
+        ref = self._ref(api_id, tenant, database)
+        if ref is None:  # the state machine checks first; this is its guard
+            raise Refused(not_found_collection(api_id))
+        return ref
+
+    # ------------------------------------------------- failures, by type
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Chroma's failures as the store's three kinds, decided by type and errno, never by text:
+        a typed Chroma answer is Refused; an OSError or MemoryError is StoreUnavailable when its
+        errno says the machine failed; Chroma's InternalError (it gives no errno) is
+        StoreUnavailable when a probe of the data directory fails, else StoreFault."""
+        try:
+            yield
+        except chroma_errors.InternalError as exc:
+            failure = self.environment_failure()
+            if failure is not None:
+                raise StoreUnavailable(f"{what}: {failure}") from exc
+            raise StoreFault(f"{what}: Chroma InternalError: {exc.message()}") from exc
+        except chroma_errors.ChromaError as exc:
+            raise Refused(Result.error(_status_of(exc), _name_of(exc), exc.message())) from exc
+        except MemoryError as exc:
+            raise StoreUnavailable(f"{what}: out of memory") from exc
+        except OSError as exc:
+            if exc.errno in ENVIRONMENTAL_ERRNOS:
+                raise StoreUnavailable(f"{what}: {exc}") from exc
+            raise StoreFault(f"{what}: {exc!r}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # the bindings refuse a value's type
+            raise Refused(Result.error(400, "InvalidArgumentError", str(exc))) from exc
+
+    def environment_failure(self) -> OSError | None:
+        """Whether the data directory's file system works: not read-only, not (nearly) full, a small
+        file can be written and fsynced, a descriptor can be opened. None if healthy."""
+        try:
+            stat = os.statvfs(self._chroma_dir)
+            if stat.f_flag & os.ST_RDONLY:
+                return OSError(errno.EROFS, "read-only file system", str(self._chroma_dir))
+            if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES or (stat.f_files and stat.f_favail == 0):
+                return OSError(errno.ENOSPC, "no space left on device", str(self._chroma_dir))
+            probe = self._chroma_dir.parent / PROBE_FILE_NAME
+            with open(probe, "wb") as out:
+                out.write(b"\0" * PROBE_BYTES)
+                out.flush()
+                os.fsync(out.fileno())
+            probe.unlink()
+        except MemoryError:
+            return OSError(errno.ENOMEM, "out of memory")
+        except OSError as exc:
+            return exc if exc.errno in ENVIRONMENTAL_ERRNOS else None
+        return None
+
     # ------------------------------------------------------------------ reads
 
     def read(self, fn: Callable[[], Result]) -> Result:
-        """Run a read, turning Chroma's errors into results."""
+        """Run a read, turning Chroma's typed errors into results (by type, as `chroma run` does)."""
         try:
             return fn()
         except chroma_errors.ChromaError as exc:
-            return chroma_error_result(exc)
+            return Result.error(_status_of(exc), _name_of(exc), exc.message())
 
     def get_tenant(self, name: str) -> Result:
         return self.read(lambda: Result(200, {"name": self._bindings.get_tenant(name).name, "resource_name": None}))
@@ -502,36 +564,22 @@ class Store:
         self._bindings = None
 
 
-_APPLY: dict[str, Callable[[Store, dict[str, Any]], Result]] = {
-    "create_tenant": Store._apply_create_tenant,
-    "create_database": Store._apply_create_database,
-    "delete_database": Store._apply_delete_database,
-    "create_collection": Store._apply_create_collection,
-    "update_collection": Store._apply_update_collection,
-    "delete_collection": Store._apply_delete_collection,
-    "add": Store._apply_records,
-    "upsert": Store._apply_records,
-    "update": Store._apply_records,
-    "delete_records": Store._apply_delete_records,
-    "reset": Store._apply_reset,
-    "barrier": Store._apply_barrier,
-}
-
-
-def chroma_error_result(exc: Exception) -> Result:
-    """Chroma's exception as the HTTP error `chroma run` 1.5.9 answers for it."""
-    message = exc.message() if isinstance(exc, chroma_errors.ChromaError) else str(exc)
-    if "already exists" in message:
-        return error(409, "ChromaError", message)
+def _status_of(exc: Exception) -> int:
+    """The HTTP status `chroma run` answers for a typed Chroma error."""
     if isinstance(exc, chroma_errors.NotFoundError):
-        return error(404, "NotFoundError", message)
+        return 404
     if isinstance(exc, chroma_errors.InvalidArgumentError):
-        return error(400, "InvalidArgumentError", message)
-    if isinstance(exc, chroma_errors.InternalError):
-        return error(500, "InternalError", message)
-    if isinstance(exc, chroma_errors.ChromaError):
-        return error(exc.code(), type(exc).__name__, message)
-    return error(500, "InternalError", message)
+        return 400
+    code = exc.code() if isinstance(exc, chroma_errors.ChromaError) else 500
+    return code if isinstance(code, int) and 400 <= code < 600 else 500
+
+
+def _name_of(exc: Exception) -> str:
+    if isinstance(exc, chroma_errors.NotFoundError):
+        return "NotFoundError"
+    if isinstance(exc, chroma_errors.InvalidArgumentError):
+        return "InvalidArgumentError"
+    return type(exc).__name__
 
 
 def _fsync_file(path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raftchroma.command import CorruptEntry, decode_entry, encode_entry, pack_embeddings, unpack_embeddings
+from raftchroma.command import (
+    Barrier, CorruptEntry, Proposal, WriteRecords, decode_entry, encode_entry, pack_embeddings, unpack_embeddings,
+)
 
 # Version 1 entry for one add; never change these bytes: entries in existing logs look like this.
 GOLDEN_V1_ADD = bytes.fromhex(
@@ -16,21 +18,22 @@ GOLDEN_V1_ADD = bytes.fromhex(
 
 
 def test_golden_v1_entry_still_decodes() -> None:
-    (op,) = decode_entry(GOLDEN_V1_ADD)
-    assert op["kind"] == "add" and op["rid"] == b"\x01" * 16
-    assert op["ids"] == ["a"] and op["metadatas"] == [{"k": 1}]
-    assert unpack_embeddings(op["embeddings"]).tolist() == [[1.0, 2.0]]
+    (proposal,) = decode_entry(GOLDEN_V1_ADD)
+    op = proposal.op
+    assert isinstance(op, WriteRecords) and op.kind == "add" and proposal.rid == b"\x01" * 16
+    assert op.ids == ["a"] and op.metadatas == [{"k": 1}] and proposal.request_id is None
+    assert unpack_embeddings(op.embeddings).tolist() == [[1.0, 2.0]]
 
 
 def test_encoding_is_stable() -> None:
-    op = {"kind": "add", "rid": b"\x01" * 16, "tenant": "t", "database": "d", "collection_id": "c", "ids": ["a"],
-          "embeddings": pack_embeddings([[1.0, 2.0]]), "metadatas": [{"k": 1}], "documents": None, "uris": None}
-    assert encode_entry([op]) == GOLDEN_V1_ADD
+    op = WriteRecords(kind="add", tenant="t", database="d", collection_id="c", ids=["a"],
+                      embeddings=pack_embeddings([[1.0, 2.0]]), metadatas=[{"k": 1}], documents=None, uris=None)
+    assert encode_entry([Proposal(op, rid=b"\x01" * 16)]) == GOLDEN_V1_ADD
 
 
 def test_one_entry_carries_several_requests() -> None:
-    ops = [{"kind": "barrier", "rid": bytes([i]) * 16} for i in range(3)]
-    assert [op["rid"] for op in decode_entry(encode_entry(ops))] == [op["rid"] for op in ops]
+    proposals = [Proposal(Barrier(), rid=bytes([i]) * 16) for i in range(3)]
+    assert decode_entry(encode_entry(proposals)) == proposals
 
 
 def test_embeddings_travel_as_float32_bytes() -> None:
@@ -47,6 +50,6 @@ def test_undecodable_entries_are_corruption(data: bytes) -> None:
         decode_entry(data)
 
 
-def test_unknown_kind_is_refused_at_encoding() -> None:
-    with pytest.raises(ValueError):
-        encode_entry([{"kind": "drop_everything", "rid": b"x"}])
+def test_unknown_kind_is_corruption() -> None:
+    with pytest.raises(CorruptEntry):
+        decode_entry(b"\x82\xa1v\x01\xa3ops\x91\x82\xa4kind\xaedrop_everything\xa3rid\xc4\x01x")

@@ -12,8 +12,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from raftchroma.command import KEEP_ROWS_VERSION, decode_entry, encode_entry
+from raftchroma import state_machine
+from raftchroma.command import KEEP_ROWS_VERSION, CreateCollection, Proposal, WriteRecords, decode_entry, encode_entry
 from raftchroma.http.parse import records
+from raftchroma.result import Result
 from raftchroma.store import APPLY_CHUNK_RECORDS, Store
 
 TENANT, DATABASE = "default_tenant", "default_database"
@@ -21,22 +23,25 @@ COLLECTION_ID = "0b5a1c9e-2a51-4a7b-9d35-6f1b8c3d2e10"
 DIM = 16
 
 
+def apply(store: Store, proposal: Proposal) -> Result:
+    return state_machine.apply(store, proposal, 1).result
+
+
 def _store(tmp_path: Path, space: str) -> Store:
-    store = Store(tmp_path / "node", allow_reset=False)
-    result = store.apply({"kind": "create_collection", "rid": b"c", "name": "keep", "collection_id": COLLECTION_ID,
-                          "tenant": TENANT, "database": DATABASE, "metadata": None, "schema_json": None,
-                          "configuration_json": json.dumps({"hnsw": {"space": space}}), "get_or_create": False})
+    store = Store(tmp_path / "node")
+    op = CreateCollection(tenant=TENANT, database=DATABASE, name="keep", collection_id=COLLECTION_ID,
+                          configuration_json=json.dumps({"hnsw": {"space": space}}))
+    result = apply(store, Proposal(op))
     assert result.status == 200, result.body
     return store
 
 
-def _records_op(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+def _records_op(kind: str, body: dict[str, Any]) -> Proposal:
     full = {"embeddings": None, "metadatas": None, "documents": None, "uris": None, **body}
     if full["embeddings"] is not None:
         full["embeddings"] = ("floats", full["embeddings"])
-    op = {"kind": kind, "rid": b"r", "collection_id": COLLECTION_ID, "tenant": TENANT, "database": DATABASE,
-          **records(full, kind)}
-    return decode_entry(encode_entry([op]))[0]  # exactly what a replica applies
+    op = WriteRecords(kind=kind, collection_id=COLLECTION_ID, tenant=TENANT, database=DATABASE, **records(full, kind))
+    return decode_entry(encode_entry([Proposal(op)]))[0]  # exactly what a replica applies
 
 
 def _get(store: Store, ids: list[str]) -> dict[str, Any]:
@@ -53,7 +58,7 @@ def test_null_rows_keep_their_vectors_exactly(tmp_path: Path, space: str, count:
     store = _store(tmp_path, space)
     rng = np.random.default_rng(7)
     ids = [f"r{i}" for i in range(count)]
-    added = store.apply(_records_op("add", {"ids": ids, "embeddings": rng.random((count, DIM)).tolist(),
+    added = apply(store, _records_op("add", {"ids": ids, "embeddings": rng.random((count, DIM)).tolist(),
                                             "documents": [f"old {i}" for i in range(count)]}))
     assert added.status == 201, added.body
     before = _get(store, ids)
@@ -62,8 +67,8 @@ def test_null_rows_keep_their_vectors_exactly(tmp_path: Path, space: str, count:
     embeddings = [None if i % 2 == 0 else new_vectors[i] for i in range(count)] + [None, new_vectors[0]]
     op = _records_op("update", {"ids": update_ids, "embeddings": embeddings,
                                 "documents": [f"new {i}" for i in range(count + 2)]})
-    assert op["keep_rows"] == [i for i in range(count) if i % 2 == 0] + [count]
-    assert store.apply(op).status == 200
+    assert op.op.keep_rows == [i for i in range(count) if i % 2 == 0] + [count]
+    assert apply(store, op).status == 200
     after = _get(store, ids)
     for i, id_ in enumerate(ids):
         expected_vector = before[id_][0] if i % 2 == 0 else np.asarray(new_vectors[i], dtype="<f4").tobytes()
@@ -78,18 +83,21 @@ def test_a_refused_update_changes_nothing(tmp_path: Path) -> None:
     store = _store(tmp_path, "l2")
     count = 2 * APPLY_CHUNK_RECORDS + 5
     ids = [f"r{i}" for i in range(count)]
-    store.apply(_records_op("add", {"ids": ids, "embeddings": np.ones((count, DIM)).tolist(),
+    apply(store, _records_op("add", {"ids": ids, "embeddings": np.ones((count, DIM)).tolist(),
                                     "documents": ["old"] * count}))
     before = _get(store, ids)
     wrong_dimension = [None if i % 2 == 0 else [1.0, 2.0] for i in range(count)]
-    result = store.apply(_records_op("update", {"ids": ids, "embeddings": wrong_dimension,
+    result = apply(store, _records_op("update", {"ids": ids, "embeddings": wrong_dimension,
                                                 "documents": ["new"] * count}))
     assert result.status == 400 and result.body["error"] == "InvalidArgumentError", result.body
     assert _get(store, ids) == before
 
 
 def test_only_entries_with_kept_rows_need_the_new_version() -> None:
-    plain = {"kind": "update", "rid": b"r", "ids": ["a"]}
+    plain = Proposal(WriteRecords(kind="update", tenant=TENANT, database=DATABASE, collection_id=COLLECTION_ID,
+                                  ids=["a"]), rid=b"r")
     assert decode_entry(encode_entry([plain])) == [plain]
     assert msgpack.unpackb(encode_entry([plain]))["v"] == 1
-    assert msgpack.unpackb(encode_entry([dict(plain, keep_rows=[0])]))["v"] == KEEP_ROWS_VERSION
+    kept = Proposal(WriteRecords(kind="update", tenant=TENANT, database=DATABASE, collection_id=COLLECTION_ID,
+                                 ids=["a"], embeddings={"n": 1, "dim": 1, "f32": bytes(4)}, keep_rows=[0]), rid=b"r")
+    assert msgpack.unpackb(encode_entry([kept]))["v"] == KEEP_ROWS_VERSION

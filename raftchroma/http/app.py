@@ -6,15 +6,19 @@ Owns: routes, request parsing (via `parse`), rendering results and errors as Chr
 - `X-Raftchroma-Read-Consistency: linearizable | stale` chooses a read's consistency
   (default from cluster.toml);
 - `X-Raftchroma-Min-Index: N` makes a read wait until this node has applied index N;
-- every successful write answers `X-Raftchroma-Index: N`, the log index it was applied at.
+- every successful write answers `X-Raftchroma-Index: N`, the log index it was applied at;
+- `X-Raftchroma-Request-Id: ID` on a write makes it apply at most once: a retry with the same
+  id answers the first outcome (see state_machine.py).
 
-Handlers parse, call the node and render; they hold no replication logic.
+Handlers parse, build a typed op (command.py) or a typed read (reads.py), hand it to the node
+and render; they hold no replication logic and never touch the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable, TypeVar
@@ -22,16 +26,24 @@ from typing import Any, Awaitable, Callable, TypeVar
 import orjson
 from aiohttp import web
 
+from raftchroma import machine_defaults, reads
+from raftchroma.command import (
+    CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords, Op, Reset,
+    UpdateCollection, WriteRecords,
+)
 from raftchroma.errors import ApiError, InvalidArgument, result_error
 from raftchroma.http import parse
 from raftchroma.node import Node
-from raftchroma.store import CHROMA_SERVER_VERSION, Result, Store, not_found_collection
+from raftchroma.result import Result, error_body, not_found_collection
+from raftchroma.store import CHROMA_SERVER_VERSION
 
 log = logging.getLogger(__name__)
 
 READ_CONSISTENCY_HEADER = "X-Raftchroma-Read-Consistency"
 MIN_INDEX_HEADER = "X-Raftchroma-Min-Index"
 INDEX_HEADER = "X-Raftchroma-Index"
+REQUEST_ID_HEADER = "X-Raftchroma-Request-Id"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 NODE_KEY = web.AppKey("node", Node)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -59,7 +71,7 @@ async def chroma_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except ApiError as exc:
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        return json_response({"error": "ChromaError", "message": "Failed to buffer the request body: length limit exceeded"}, 413)
+        return json_response(error_body("ChromaError", "Failed to buffer the request body: length limit exceeded"), 413)
     except web.HTTPMethodNotAllowed as exc:
         return web.Response(status=405, headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
@@ -70,7 +82,7 @@ async def chroma_errors(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     except Exception as exc:  # a bug: answer Chroma-shaped, keep serving
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response({"error": "InternalError", "message": str(exc)}, 500)
+        return json_response(error_body("InternalError", str(exc)), 500)
 
 
 # ------------------------------------------------------------------ helpers
@@ -86,30 +98,39 @@ async def body_as(request: web.Request, spec: parse.Struct) -> dict[str, Any]:
     return parse.payload(await request.read(), spec)
 
 
-def read_options(request: web.Request) -> tuple[str, int | None]:
+def read_of(request: web.Request, query: reads.Query) -> reads.Read:
+    """The typed read for `query` at the consistency the request's headers ask for."""
     node = node_of(request)
     consistency = request.headers.get(READ_CONSISTENCY_HEADER, node.config.read_consistency).strip().lower()
-    if consistency not in ("linearizable", "stale"):
+    if consistency not in reads.CONSISTENCIES:
         raise InvalidArgument(f"{READ_CONSISTENCY_HEADER} must be 'linearizable' or 'stale', got {consistency!r}")
     raw_index = request.headers.get(MIN_INDEX_HEADER)
     if raw_index is None:
-        return consistency, None
+        return reads.Read(query, consistency)
     if not raw_index.strip().isdigit():
         raise InvalidArgument(f"{MIN_INDEX_HEADER} must be a non-negative integer, got {raw_index!r}")
-    return consistency, int(raw_index)
+    return reads.Read(query, consistency, int(raw_index))
 
 
-async def read_result(request: web.Request, fn: Callable[[], Result]) -> Result:
-    consistency, min_index = read_options(request)
-    return await node_of(request).read(consistency, min_index, fn)
+async def read_result(request: web.Request, query: reads.Query) -> Result:
+    return await node_of(request).read(read_of(request, query))
 
 
-async def do_read(request: web.Request, fn: Callable[[], Result]) -> web.Response:
-    return result_response(await read_result(request, fn))
+async def do_read(request: web.Request, query: reads.Query) -> web.Response:
+    return result_response(await read_result(request, query))
 
 
-async def do_write(request: web.Request, op: dict[str, Any]) -> web.Response:
-    index, result = await node_of(request).write(op)
+def request_id_of(request: web.Request) -> str | None:
+    raw = request.headers.get(REQUEST_ID_HEADER)
+    if raw is None:
+        return None
+    if not _REQUEST_ID_RE.match(raw.strip()):
+        raise InvalidArgument(f"{REQUEST_ID_HEADER} must be 1-128 characters of [A-Za-z0-9._:-] (a UUID fits)")
+    return raw.strip()
+
+
+async def do_write(request: web.Request, op: Op) -> web.Response:
+    index, result = await node_of(request).write(op, request_id_of(request))
     return result_response(result, index)
 
 
@@ -127,8 +148,8 @@ def query_params(request: web.Request, params: tuple[parse.QueryParam, ...]) -> 
 
 async def require_collection(request: web.Request, api_id: str) -> dict[str, Any]:
     """The collection as this read sees it, or Chroma's 404 for the records routes."""
-    store, (tenant, database) = node_of(request).store, path_scope(request)
-    result = await read_result(request, lambda: store.get_collection_by_id(tenant, database, api_id))
+    tenant, database = path_scope(request)
+    result = await read_result(request, reads.GetCollectionById(tenant, database, api_id))
     if result.status == 404:
         result = not_found_collection(api_id)
     if not result.ok:
@@ -177,15 +198,17 @@ async def identity(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
+    # Decided here, before proposing: allow_reset is a cluster-wide setting (peers with another
+    # value are refused), and the replicated Reset op itself reads no configuration.
     if not node_of(request).config.allow_reset:
         raise ApiError("Reset is disabled by config", status=403, name="ChromaError")
-    return await do_write(request, {"kind": "reset"})
+    return await do_write(request, Reset())
 
 
 async def v1_gone(request: web.Request) -> web.Response:
     if request.method == "POST":  # Chroma routes every v1 method but POST to this answer
         return web.Response(status=405)
-    return json_response({"error": "Unimplemented", "message": "The v1 API is deprecated. Please use /v2 apis"}, 410)
+    return json_response(error_body("Unimplemented", "The v1 API is deprecated. Please use /v2 apis"), 410)
 
 
 # ------------------------------------------------------- tenants, databases
@@ -193,12 +216,11 @@ async def v1_gone(request: web.Request) -> web.Response:
 
 async def create_tenant(request: web.Request) -> web.Response:
     name = parse.tenant_name((await body_as(request, parse.CREATE_TENANT))["name"])
-    return await do_write(request, {"kind": "create_tenant", "name": name})
+    return await do_write(request, CreateTenant(name))
 
 
 async def get_tenant(request: web.Request) -> web.Response:
-    store = node_of(request).store
-    return await do_read(request, lambda: store.get_tenant(request.match_info["tenant"]))
+    return await do_read(request, reads.GetTenant(request.match_info["tenant"]))
 
 
 async def update_tenant(request: web.Request) -> web.Response:
@@ -207,40 +229,35 @@ async def update_tenant(request: web.Request) -> web.Response:
 
 
 async def list_databases(request: web.Request) -> web.Response:
-    store, tenant = node_of(request).store, request.match_info["tenant"]
     page = query_params(request, parse.PAGING)
-    return await do_read(request, lambda: store.list_databases(tenant, page["limit"], page["offset"]))
+    return await do_read(request, reads.ListDatabases(request.match_info["tenant"], page["limit"], page["offset"]))
 
 
 async def create_database(request: web.Request) -> web.Response:
     name = parse.database_name((await body_as(request, parse.CREATE_DATABASE))["name"])
-    op = {"kind": "create_database", "tenant": request.match_info["tenant"], "name": name,
-          "database_id": str(uuid.uuid4())}
-    return await do_write(request, op)
+    return await do_write(request, CreateDatabase(request.match_info["tenant"], name, str(uuid.uuid4())))
 
 
 async def get_database(request: web.Request) -> web.Response:
-    store, (tenant, database) = node_of(request).store, path_scope(request)
-    return await do_read(request, lambda: store.get_database(tenant, database))
+    return await do_read(request, reads.GetDatabase(*path_scope(request)))
 
 
 async def delete_database(request: web.Request) -> web.Response:
     tenant, database = path_scope(request)
-    return await do_write(request, {"kind": "delete_database", "tenant": tenant, "name": database})
+    return await do_write(request, DeleteDatabase(tenant, database))
 
 
 # ------------------------------------------------------------- collections
 
 
 async def list_collections(request: web.Request) -> web.Response:
-    store, (tenant, database) = node_of(request).store, path_scope(request)
+    tenant, database = path_scope(request)
     page = query_params(request, parse.PAGING)
-    return await do_read(request, lambda: store.list_collections(tenant, database, page["limit"], page["offset"] or 0))
+    return await do_read(request, reads.ListCollections(tenant, database, page["limit"], page["offset"] or 0))
 
 
 async def count_collections(request: web.Request) -> web.Response:
-    store, (tenant, database) = node_of(request).store, path_scope(request)
-    return await do_read(request, lambda: store.count_collections(tenant, database))
+    return await do_read(request, reads.CountCollections(*path_scope(request)))
 
 
 def json_text(value: dict[str, Any] | None) -> str | None:
@@ -250,43 +267,39 @@ def json_text(value: dict[str, Any] | None) -> str | None:
 async def create_collection(request: web.Request) -> web.Response:
     body = await body_as(request, parse.CREATE_COLLECTION)
     tenant, database = path_scope(request)
-    op = {
-        "kind": "create_collection", "tenant": tenant, "database": database, "name": body["name"],
-        "metadata": body["metadata"], "configuration_json": json_text(body["configuration"]),
-        "schema_json": json_text(body["schema"]), "get_or_create": body["get_or_create"],
-        "collection_id": str(uuid.uuid4()),
-    }
+    op = CreateCollection(
+        tenant=tenant, database=database, name=body["name"], collection_id=str(uuid.uuid4()),
+        metadata=body["metadata"], configuration_json=json_text(body["configuration"]),
+        schema_json=json_text(body["schema"]), get_or_create=bool(body["get_or_create"]),
+        hnsw_num_threads=machine_defaults.hnsw_num_threads(body["configuration"], body["schema"]),
+    )
     return await do_write(request, op)
 
 
 async def get_collection(request: web.Request) -> web.Response:
-    store, (tenant, database) = node_of(request).store, path_scope(request)
-    name = request.match_info["collection_id"]
-    return await do_read(request, lambda: store.get_collection(tenant, database, name))
+    tenant, database = path_scope(request)
+    return await do_read(request, reads.GetCollection(tenant, database, request.match_info["collection_id"]))
 
 
 async def get_collection_by_id(request: web.Request) -> web.Response:
-    store, (tenant, database) = node_of(request).store, path_scope(request)
+    tenant, database = path_scope(request)
     api_id = path_collection_id(request, by_id_route=True)
-    return await do_read(request, lambda: store.get_collection_by_id(tenant, database, api_id))
+    return await do_read(request, reads.GetCollectionById(tenant, database, api_id))
 
 
 async def update_collection(request: web.Request) -> web.Response:
     body = await body_as(request, parse.UPDATE_COLLECTION)
     tenant, database = path_scope(request)
-    op = {
-        "kind": "update_collection", "tenant": tenant, "database": database,
-        "collection_id": path_collection_id(request), "new_name": body["new_name"],
-        "new_metadata": body["new_metadata"], "new_configuration_json": json_text(body["new_configuration"]),
-    }
+    op = UpdateCollection(
+        tenant=tenant, database=database, collection_id=path_collection_id(request), new_name=body["new_name"],
+        new_metadata=body["new_metadata"], new_configuration_json=json_text(body["new_configuration"]),
+    )
     return await do_write(request, op)
 
 
 async def delete_collection(request: web.Request) -> web.Response:
     tenant, database = path_scope(request)
-    op = {"kind": "delete_collection", "tenant": tenant, "database": database,
-          "name": request.match_info["collection_id"]}
-    return await do_write(request, op)
+    return await do_write(request, DeleteCollection(tenant, database, request.match_info["collection_id"]))
 
 
 # ------------------------------------------------------------------ records
@@ -298,8 +311,8 @@ def records_handler(kind: str, spec: parse.Struct) -> Handler:
         tenant, database = path_scope(request)
         api_id = path_collection_id(request)
         fields = await checked(request, api_id, lambda: parse.records(body, kind))
-        return await do_write(request, {"kind": kind, "tenant": tenant, "database": database,
-                                        "collection_id": api_id, **fields})
+        return await do_write(request, WriteRecords(kind=kind, tenant=tenant, database=database,
+                                                    collection_id=api_id, **fields))
     return handle
 
 
@@ -308,28 +321,28 @@ async def delete_records(request: web.Request) -> web.Response:
     tenant, database = path_scope(request)
     api_id = path_collection_id(request)
     req = await checked(request, api_id, lambda: parse.delete_request(body))
-    op = {"kind": "delete_records", "tenant": tenant, "database": database, "collection_id": api_id,
-          "ids": req["ids"], "where": req["where"], "where_document": req["where_document"], "limit": req["limit"]}
+    op = DeleteRecords(tenant=tenant, database=database, collection_id=api_id, ids=req["ids"], where=req["where"],
+                       where_document=req["where_document"], limit=req["limit"])
     return await do_write(request, op)
 
 
 def records_read(spec: Any, parse_request: Callable[[Any], dict[str, Any]],
-                 read: Callable[..., Result]) -> Handler:
+                 query: type[reads.GetRecords] | type[reads.QueryRecords]) -> Handler:
     """get and query: parse, check the collection as Chroma orders its checks, then read."""
     async def handle(request: web.Request) -> web.Response:
         body = await body_as(request, spec)
-        store, (tenant, database) = node_of(request).store, path_scope(request)
+        tenant, database = path_scope(request)
         api_id = path_collection_id(request)
         req = await checked(request, api_id, lambda: parse_request(body))
-        return await do_read(request, lambda: read(store, tenant, database, api_id, req))
+        return await do_read(request, query(tenant, database, api_id, req))
     return handle
 
 
 async def count_records(request: web.Request) -> web.Response:
-    store, (tenant, database) = node_of(request).store, path_scope(request)
+    tenant, database = path_scope(request)
     api_id = path_collection_id(request)
     query_params(request, parse.READ_LEVEL)  # validated as Chroma does; every read here sees the WAL
-    return await do_read(request, lambda: store.count(tenant, database, api_id))
+    return await do_read(request, reads.CountRecords(tenant, database, api_id))
 
 
 # ------------------------------------------- routes local Chroma does not implement
@@ -341,7 +354,7 @@ def unsupported(message: str, status: int = 501, name: str = "ChromaError", spec
         if spec is not None:
             await body_as(request, spec)
         await require_collection(request, path_collection_id(request))
-        return json_response({"error": name, "message": message}, status)
+        return json_response(error_body(name, message), status)
     return handle
 
 
@@ -351,7 +364,7 @@ def not_implemented(message: str, status: int = 501, name: str = "ChromaError",
         if spec is not None:
             await body_as(request, spec)
         path_collection_id(request)
-        return json_response({"error": name, "message": message}, status)
+        return json_response(error_body(name, message), status)
     return handle
 
 
@@ -374,14 +387,7 @@ async def raft_status(request: web.Request) -> web.Response:
 
 async def raft_digest(request: web.Request) -> web.Response:
     """Per-collection digests at this node's applied index (after the read's consistency wait)."""
-    node = node_of(request)
-    consistency, min_index = read_options(request)
-
-    def run() -> Result:
-        return Result(200, {"applied_index": node.applied_index, "collections": node.store.collection_digests(),
-                            "names": node.store.collection_name_index()})
-    result = await node.read(consistency, min_index, run)
-    return result_response(result)
+    return await do_read(request, reads.Digest())
 
 
 async def test_partition(request: web.Request) -> web.Response:
@@ -431,8 +437,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post(col + "/upsert", records_handler("upsert", parse.UPSERT))
     r.add_post(col + "/update", records_handler("update", parse.UPDATE))
     r.add_post(col + "/delete", delete_records)
-    r.add_post(col + "/get", records_read(parse.GET, parse.get_request, Store.get))
-    r.add_post(col + "/query", records_read(parse.QUERY, parse.query_request, Store.query))
+    r.add_post(col + "/get", records_read(parse.GET, parse.get_request, reads.GetRecords))
+    r.add_post(col + "/query", records_read(parse.QUERY, parse.query_request, reads.QueryRecords))
     r.add_get(col + "/count", count_records)
     r.add_post(col + "/search", unsupported(
         "Error executing plan: Not implemented: Search operation is not implemented for local executor",

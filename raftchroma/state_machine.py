@@ -1,0 +1,160 @@
+"""The replicated state machine: `apply(store, proposal, index) -> Outcome`, pure and typed.
+
+Owns: what every committed op does to the store and what it answers. Every deterministic
+answer (already exists, not found, a rename onto a taken name) is decided here by asking the
+store *before* changing it, in the order `chroma run` checks; the rest of Chroma's answers
+come from the store as `Refused`, decided by Chroma's error type. The outcome depends only on
+the op and the store: no node configuration, no clock, no randomness, no message text.
+
+It must not catch `StoreUnavailable` (the machine failed: the node retries the same op) or
+`StoreFault` (unclassifiable: the node stops): recording either as a result would make this
+replica differ from the others. See STATE_MACHINE.md beside this file for why it is shaped so.
+
+Exactly-once: a proposal that carries a client request id whose outcome is remembered answers
+that first outcome and changes nothing. The store keeps the last OUTCOME_WINDOW ids; the window
+is part of the replicated state (snapshots, restarts), so every replica forgets the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from raftchroma.command import (
+    Barrier, CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords,
+    Op, Proposal, Reset, UpdateCollection, WriteRecords,
+)
+from raftchroma.result import Refused, Result, not_found_collection
+
+OUTCOME_WINDOW = 4096  # client request ids whose first outcome is remembered
+UNIQUE_NAME_MESSAGE = ("Database error: error returned from database: (code: 2067) UNIQUE constraint failed: "
+                       "collections.name, collections.database_id")  # what `chroma run` answers a rename onto a taken name
+
+
+class StateStore(Protocol):
+    """What apply needs from a store (raftchroma.store.Store; a fake in the unit tests).
+    Changes raise `Refused` for Chroma's typed answers, and may raise `StoreUnavailable`
+    or `StoreFault`, which apply lets through."""
+
+    def tenant_exists(self, name: str) -> bool: ...
+    def database_exists(self, tenant: str, name: str) -> bool: ...
+    def collection(self, tenant: str, database: str, api_id: str) -> Any: ...  # .name, .dimension or None
+    def collection_named(self, tenant: str, database: str, name: str) -> Any: ...  # .api_id or None
+    def recall(self, request_id: str) -> tuple[int, Result] | None: ...
+    def remember(self, request_id: str, index: int, result: Result, window: int) -> None: ...
+    def create_tenant(self, name: str) -> None: ...
+    def create_database(self, tenant: str, name: str, database_id: str) -> None: ...
+    def delete_database(self, tenant: str, name: str) -> None: ...
+    def create_collection(self, op: CreateCollection) -> dict[str, Any]: ...
+    def update_collection(self, op: UpdateCollection) -> None: ...
+    def delete_collection(self, tenant: str, database: str, name: str) -> None: ...
+    def write_records(self, op: WriteRecords) -> None: ...
+    def delete_records(self, op: DeleteRecords) -> int: ...
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A proposal's answer and the index it was first applied at (earlier than this entry's
+    index when it repeats a request id)."""
+
+    index: int
+    result: Result
+
+
+def apply(store: StateStore, proposal: Proposal, index: int) -> Outcome:
+    """Apply one committed proposal at log `index`."""
+    request_id = proposal.request_id
+    if request_id is not None:
+        remembered = store.recall(request_id)
+        if remembered is not None:
+            return Outcome(*remembered)
+    result = apply_op(store, proposal.op)
+    if request_id is not None:
+        store.remember(request_id, index, result, OUTCOME_WINDOW)
+    return Outcome(index, result)
+
+
+def apply_op(store: StateStore, op: Op) -> Result:
+    try:
+        return _HANDLERS[type(op)](store, op)
+    except Refused as refused:
+        return refused.result
+
+
+def _create_tenant(store: StateStore, op: CreateTenant) -> Result:
+    if store.tenant_exists(op.name):
+        return Result.error(409, "ChromaError", f"Tenant [{op.name}] already exists")
+    store.create_tenant(op.name)
+    return Result(200, {})
+
+
+def _create_database(store: StateStore, op: CreateDatabase) -> Result:
+    if store.database_exists(op.tenant, op.name):
+        return Result.error(409, "ChromaError", f"Database [{op.name}] already exists")
+    store.create_database(op.tenant, op.name, op.database_id)
+    return Result(200, {})
+
+
+def _delete_database(store: StateStore, op: DeleteDatabase) -> Result:
+    store.delete_database(op.tenant, op.name)
+    return Result(200, {})
+
+
+def _create_collection(store: StateStore, op: CreateCollection) -> Result:
+    if not op.get_or_create and store.database_exists(op.tenant, op.database) \
+            and store.collection_named(op.tenant, op.database, op.name) is not None:
+        return Result.error(409, "ChromaError", f"Collection [{op.name}] already exists")
+    return Result(200, store.create_collection(op))
+
+
+def _update_collection(store: StateStore, op: UpdateCollection) -> Result:
+    current = store.collection(op.tenant, op.database, op.collection_id)
+    if current is None:
+        return not_found_collection(op.collection_id)
+    if op.new_name is not None and op.new_name != current.name:
+        taken = store.collection_named(op.tenant, op.database, op.new_name)
+        if taken is not None:
+            return Result.error(500, "InternalError", UNIQUE_NAME_MESSAGE)
+    store.update_collection(op)
+    return Result(200, {})
+
+
+def _delete_collection(store: StateStore, op: DeleteCollection) -> Result:
+    store.delete_collection(op.tenant, op.database, op.name)
+    return Result(200, {})
+
+
+def _write_records(store: StateStore, op: WriteRecords) -> Result:
+    current = store.collection(op.tenant, op.database, op.collection_id)
+    if current is None:
+        return not_found_collection(op.collection_id)
+    dimension = op.embeddings["dim"] if op.embeddings is not None and op.embeddings["n"] else None
+    if dimension is not None and current.dimension is not None and dimension != current.dimension:
+        return Result.error(400, "InvalidArgumentError",
+                            f"Collection expecting embedding with dimension of {current.dimension}, got {dimension}")
+    store.write_records(op)
+    return Result(201 if op.kind == "add" else 200, {})
+
+
+def _delete_records(store: StateStore, op: DeleteRecords) -> Result:
+    if store.collection(op.tenant, op.database, op.collection_id) is None:
+        return not_found_collection(op.collection_id)
+    return Result(200, {"deleted": store.delete_records(op)})
+
+
+def _reset(store: StateStore, op: Reset) -> Result:
+    store.reset()  # whether resets are allowed is the cluster's setting, checked before proposing
+    return Result(200, True)
+
+
+def _barrier(store: StateStore, op: Barrier) -> Result:
+    return Result(200, None)
+
+
+_HANDLERS: dict[type, Callable[[StateStore, Any], Result]] = {
+    CreateTenant: _create_tenant, CreateDatabase: _create_database, DeleteDatabase: _delete_database,
+    CreateCollection: _create_collection, UpdateCollection: _update_collection,
+    DeleteCollection: _delete_collection, WriteRecords: _write_records, DeleteRecords: _delete_records,
+    Reset: _reset, Barrier: _barrier,
+}
