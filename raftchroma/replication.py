@@ -156,6 +156,7 @@ class FaultInjectingTransport(RaftchromaTransport):
     `connectionTimeout` in a test-sized cluster."""
 
     blocked: frozenset[str] = frozenset()
+    deaf_to: frozenset[str] = frozenset()  # peers whose messages are dropped on receipt only
     snapshot_chunk_delay_s = 0.0
 
     def send(self, node: Any, message: Any) -> bool:
@@ -166,7 +167,7 @@ class FaultInjectingTransport(RaftchromaTransport):
         return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
-        if node.address in self.blocked:
+        if node.address in self.blocked or node.address in self.deaf_to:
             return
         super()._onMessageReceived(node, message)
 
@@ -372,14 +373,17 @@ class Replication:
                     continue
         return {}
 
-    def block_peers(self, node_ids: list[str]) -> None:
-        """TEST ONLY: drop all Raft traffic with these peers (replaces the previous set)."""
+    def block_peers(self, node_ids: list[str], inbound_only: bool = False) -> None:
+        """TEST ONLY: drop all Raft traffic with these peers, or with `inbound_only` only what they
+        send to this node (a one-way partition: this node still sends). Replaces the previous set."""
         if not self._fault_injection:
             raise RuntimeError("fault injection is not enabled on this node")
         unknown = [n for n in node_ids if n not in self._id_to_address]
         if unknown:
             raise ValueError(f"unknown node ids: {unknown}")
-        self._transport_class.blocked = frozenset(self._id_to_address[n] for n in node_ids)
+        addresses = frozenset(self._id_to_address[n] for n in node_ids)
+        self._transport_class.blocked = frozenset() if inbound_only else addresses
+        self._transport_class.deaf_to = addresses if inbound_only else frozenset()
 
     def snapshot_sends(self) -> dict[str, int]:
         """Per peer id: snapshot transfers this node started sending (restarts included)."""
@@ -395,7 +399,8 @@ class Replication:
     def blocked_peers(self) -> list[str]:
         if not self._fault_injection:
             return []
-        return sorted(self._address_to_id[a] for a in self._transport_class.blocked)
+        cls = self._transport_class
+        return sorted(self._address_to_id[a] for a in cls.blocked | cls.deaf_to)
 
     def node_id_of(self, raft_address: str | None) -> str | None:
         return self._address_to_id.get(raft_address) if raft_address else None

@@ -125,14 +125,17 @@ class Cluster:
                       f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self, node_id: str) -> None:
+    def start(self, node_id: str, config_path: Path | None = None, cpus: set[int] | None = None) -> None:
+        """Start a node; `config_path` overrides the cluster's file, `cpus` limits the CPUs it may use."""
         node = self.nodes[node_id]
         assert not node.alive(), f"{node_id} is already running"
         log = open(node.log_path, "ab")
-        cmd = [PYTHON, "-m", "raftchroma", "serve", "--config", str(self.config_path), "--node", node_id,
+        cmd = [PYTHON, "-m", "raftchroma", "serve", "--config", str(config_path or self.config_path), "--node", node_id,
                *self.serve_args]
         env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
-        node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        limit = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
+        node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                        preexec_fn=limit)
         log.close()
         self.started.append(node.process)
 

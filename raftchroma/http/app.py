@@ -391,16 +391,17 @@ async def raft_digest(request: web.Request) -> web.Response:
 
 
 async def test_partition(request: web.Request) -> web.Response:
-    """TEST ONLY: `{"blocked": ["n2", ...]}` drops Raft traffic with those peers; `[]` heals.
-    Answers 404 unless the node runs with `--fault-injection`."""
+    """TEST ONLY: `{"blocked": ["n2", ...]}` drops Raft traffic with those peers; `[]` heals;
+    `"inbound_only": true` drops only what they send here. 404 unless run with `--fault-injection`."""
     node = node_of(request)
     if not node.fault_injection:
         raise web.HTTPNotFound()
-    blocked = (await request.json()).get("blocked")
-    if not isinstance(blocked, list) or not all(isinstance(n, str) for n in blocked):
-        raise InvalidArgument("expected {\"blocked\": [node ids]}")
+    body = await request.json()
+    blocked, inbound_only = body.get("blocked"), body.get("inbound_only", False)
+    if not isinstance(blocked, list) or not all(isinstance(n, str) for n in blocked) or not isinstance(inbound_only, bool):
+        raise InvalidArgument("expected {\"blocked\": [node ids], \"inbound_only\": false}")
     try:
-        node.replication.block_peers(blocked)
+        node.replication.block_peers(blocked, inbound_only)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     return json_response({"blocked": node.replication.blocked_peers()})

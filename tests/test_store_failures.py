@@ -1,0 +1,77 @@
+"""How the store classifies Chroma's failures: by type and by probing the file system, never by
+the message text (which a client can choose). Real embedded Chroma; the full and read-only file
+systems are real tmpfs mounts."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from chromadb import errors as chroma_errors
+
+from raftchroma.result import Refused, StoreFault, StoreUnavailable
+from raftchroma.store import Store
+
+TEXTS = ["disk is full", "database or disk is full", "no space left on device", "I/O error", "readonly database"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_an_internal_error_on_a_healthy_disk_is_a_fault_whatever_it_says(tmp_path: Path, text: str) -> None:
+    store = Store(tmp_path / "node")
+    with pytest.raises(StoreFault):
+        with store._translated("create_tenant"):
+            raise chroma_errors.InternalError(text)
+
+
+def test_typed_chroma_errors_are_refusals(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node")
+    with pytest.raises(Refused) as refused:
+        with store._translated("delete_collection"):
+            raise chroma_errors.NotFoundError("disk is full")
+    assert refused.value.result.status == 404 and refused.value.result.body["error"] == "NotFoundError"
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_an_internal_error_on_a_full_disk_is_unavailable(small_fs: Path) -> None:
+    store = Store(small_fs / "node")
+    assert store.environment_failure() is None
+    with open(small_fs / "filler", "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    with pytest.raises(StoreUnavailable):
+        with store._translated("add"):
+            raise chroma_errors.InternalError("anything at all")
+    (small_fs / "filler").unlink()
+    assert store.environment_failure() is None
+
+
+def test_an_internal_error_on_a_read_only_disk_is_unavailable(small_fs: Path) -> None:
+    store = Store(small_fs / "node")
+    store.close()  # Chroma's open files would keep the file system from turning read-only
+    gc.collect()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        with pytest.raises(StoreUnavailable):
+            with store._translated("add"):
+                raise chroma_errors.InternalError("anything at all")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
