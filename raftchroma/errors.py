@@ -18,6 +18,7 @@ EXIT_CORRUPT = 3  # a damaged journal or snapshot: restarting cannot help
 EXIT_CORRUPT_LOG = 70  # a committed entry cannot be decoded: restarting replays it again
 EXIT_INSTALL_FAILED = 71  # a snapshot install failed (may be the disk): restarting may help
 EXIT_INTERNAL = 73  # an unexpected exception in the applier (a bug): restarting may help, report it
+EXIT_RAFT_PROCESS = 74  # the node's Raft process died: restarting helps
 EXIT_APPLY_FAULT = 72  # Chroma failed on a committed entry and the machine looks healthy: see OPERATIONS.md
 
 

@@ -10,9 +10,10 @@ Write: choose ids -> encode -> propose -> PySyncObj commits -> apply_entry enque
 waiting request gets (index, result). Read: a typed `reads.Read` -> wait for its consistency
 -> run its query on the read pool.
 
-Which thread owns what: the event loop owns the waiter maps and barriers; PySyncObj's tick
-thread only calls `_enqueue`, `request_snapshot` and `install_snapshot` (which queue work);
-the applier thread owns `applied_index` (written there, read anywhere), the store's changes
+Raft runs in a child process (raft_process.py), so Chroma's GIL-bound work here never stalls
+heartbeats. Which thread owns what: the event loop owns the waiter maps and barriers; the Raft
+proxy's reader thread only calls `enqueue_entry`, `request_snapshot` and `queue_install` (which
+queue work); the applier thread owns `applied_index` (written there, read anywhere), the store's changes
 and snapshots; the read pool only reads the store, inside `Store.reading()`.
 """
 
@@ -38,7 +39,8 @@ from raftchroma.errors import (
     WriteOutcomeUnknown,
 )
 from raftchroma.reads import LINEARIZABLE, Read
-from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS, Replication
+from raftchroma.raft_process import RaftProcess
+from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS
 from raftchroma.result import Result, StoreFault, StoreUnavailable
 from raftchroma.store import Store
 
@@ -70,7 +72,7 @@ class Node:
         self.fault_injection = fault_injection  # test-only: /raftchroma/test/partition drops peer traffic
         self.faults = faults  # test-only, with fault_injection
         self.store: Store | None = None
-        self.replication: Replication | None = None
+        self.replication: RaftProcess | None = None
         self.applied_index = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._apply_queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
@@ -102,7 +104,7 @@ class Node:
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
-            None, Replication, self.config, self.node, self._enqueue, self.fault_injection, self, self.faults)
+            None, RaftProcess, self.config, self.node, self, self.fault_injection, self.faults)
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -114,23 +116,21 @@ class Node:
 
     # ------------------------------------------------------------ apply thread
 
-    def _enqueue(self, index: int, data: bytes) -> None:
-        """Called by PySyncObj's tick thread for each committed entry; must stay cheap."""
+    # The three hooks below are called by the Raft proxy's reader thread, in the order PySyncObj
+    # produced them (raft_process.py), so the apply queue is in log order.
+
+    def enqueue_entry(self, index: int, data: bytes) -> None:
+        """A committed entry; must stay cheap."""
         self._apply_queue.put(("entry", index, data))
 
     def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None:
-        """Tick thread: snapshot after everything queued so far, i.e. exactly at raft_meta["index"]."""
+        """Snapshot after everything queued so far, i.e. exactly at raft_meta["index"]."""
         self._apply_queue.put(("snapshot", final_path, raft_meta, self._install_generation))
 
-    def install_snapshot(self, path: Path) -> dict[str, Any]:
-        """Tick thread: verify a received (or, at start, the local) snapshot and queue its install."""
-        header = snapshot.read_header(path, verify=True)
+    def queue_install(self, pinned: Path, header: dict[str, Any]) -> None:
+        """Install a verified snapshot (received, or the local one at start) pinned at `pinned`."""
         self._install_generation += 1
-        pinned = path.with_name(f"{path.name}.install-{self._install_generation}")
-        pinned.unlink(missing_ok=True)
-        os.link(path, pinned)  # PySyncObj may replace `path` before the applier gets to it
         self._apply_queue.put(("install", pinned, header, self._install_generation))
-        return header["raft"]
 
     def _apply_loop(self) -> None:
         """Crash, don't limp: an applier that died would leave a node that answers heartbeats

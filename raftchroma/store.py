@@ -43,7 +43,6 @@ DEFAULT_DATABASE = "default_database"
 DEFAULT_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 CHROMA_SERVER_VERSION = "1.0.0"  # what `chroma run` 1.5.9 answers at /api/v2/version
 STATE_FILE_NAME = "store.state"  # the clean marker: see Store.mark_clean
-APPLY_CHUNK_RECORDS = 50  # records per Chroma call: bounds how long one call holds the GIL
 
 
 ENVIRONMENTAL_ERRNOS = frozenset({
@@ -309,50 +308,23 @@ class Store:
                 self._forget_collection(api_id)
 
     def write_records(self, op: WriteRecords) -> None:
-        """add / upsert / update, all or nothing. Large batches go to Chroma in chunks, because a
-        Chroma write holds the GIL and one 500-record call would stall Raft heartbeats; if a
-        later chunk fails, the earlier ones are undone."""
+        """add / upsert / update as one Chroma call, so that readers see the whole batch or none
+        of it. (It holds this process's GIL for the whole call, up to seconds for a full batch;
+        Raft runs in its own process, see raft_process.py, so heartbeats do not wait for it.)"""
         ref = self._required_ref(op.collection_id, op.tenant, op.database)
         if not op.ids:
             return
-        columns = {"ids": op.ids, "embeddings": unpack_embeddings(op.embeddings),
-                   "metadatas": op.metadatas, "documents": op.documents, "uris": op.uris}
+        embeddings = unpack_embeddings(op.embeddings)
         if op.keep_rows:
-            columns["embeddings"] = _with_null_rows(columns["embeddings"], op.keep_rows)
+            embeddings = _with_null_rows(embeddings, op.keep_rows)
+        rest = (op.metadatas, op.documents, op.uris, ref.tenant, ref.database)
         with self._translated(op.kind):
-            if len(op.ids) <= APPLY_CHUNK_RECORDS:
-                self._write_records(op.kind, ref, columns)
+            if op.kind == "add":
+                self._bindings.add(op.ids, ref.local_id, embeddings, *rest)
+            elif op.kind == "upsert":
+                self._bindings.upsert(ref.local_id, op.ids, embeddings, *rest)
             else:
-                self._write_chunked(op.kind, ref, columns)
-
-    def _write_chunked(self, kind: str, ref: CollectionRef, columns: dict[str, Any]) -> None:
-        touched = list(dict.fromkeys(columns["ids"]))
-        before = self._bindings.get(ref.local_id, touched, None, None, 0, None,
-                                    ["embeddings", "metadatas", "documents", "uris"], ref.tenant, ref.database)
-        try:
-            for start in range(0, len(columns["ids"]), APPLY_CHUNK_RECORDS):
-                chunk = {k: (v[start:start + APPLY_CHUNK_RECORDS] if v is not None else None) for k, v in columns.items()}
-                self._write_records(kind, ref, chunk)
-                time.sleep(0)  # hand the GIL to the Raft tick thread between chunks
-        except chroma_errors.ChromaError:
-            self._restore_records(ref, touched, before)
-            raise
-
-    def _write_records(self, kind: str, ref: CollectionRef, c: dict[str, Any]) -> None:
-        rest = (c["metadatas"], c["documents"], c["uris"], ref.tenant, ref.database)
-        if kind == "add":
-            self._bindings.add(c["ids"], ref.local_id, c["embeddings"], *rest)
-        elif kind == "upsert":
-            self._bindings.upsert(ref.local_id, c["ids"], c["embeddings"], *rest)
-        else:
-            self._bindings.update(ref.local_id, c["ids"], c["embeddings"], *rest)
-
-    def _restore_records(self, ref: CollectionRef, ids: list[str], before: Any) -> None:
-        """Undo a partly applied batch: drop every id it touched, re-add what existed before."""
-        self._bindings.delete(ref.local_id, ids, None, None, None, ref.tenant, ref.database)
-        if before.ids:
-            self._bindings.add(before.ids, ref.local_id, np.asarray(before.embeddings, dtype=np.float32),
-                               before.metadatas, before.documents, before.uris, ref.tenant, ref.database)
+                self._bindings.update(ref.local_id, op.ids, embeddings, *rest)
 
     def delete_records(self, op: DeleteRecords) -> int:
         ref = self._required_ref(op.collection_id, op.tenant, op.database)

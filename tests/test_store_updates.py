@@ -16,7 +16,7 @@ from raftchroma import state_machine
 from raftchroma.command import KEEP_ROWS_VERSION, CreateCollection, Proposal, WriteRecords, decode_entry, encode_entry
 from raftchroma.http.parse import records
 from raftchroma.result import Result
-from raftchroma.store import APPLY_CHUNK_RECORDS, Store
+from raftchroma.store import Store
 
 TENANT, DATABASE = "default_tenant", "default_database"
 COLLECTION_ID = "0b5a1c9e-2a51-4a7b-9d35-6f1b8c3d2e10"
@@ -53,7 +53,7 @@ def _get(store: Store, ids: list[str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("space", ["cosine", "l2"])
-@pytest.mark.parametrize("count", [6, 3 * APPLY_CHUNK_RECORDS])
+@pytest.mark.parametrize("count", [6, 150])
 def test_null_rows_keep_their_vectors_exactly(tmp_path: Path, space: str, count: int) -> None:
     store = _store(tmp_path, space)
     rng = np.random.default_rng(7)
@@ -81,7 +81,7 @@ def test_null_rows_keep_their_vectors_exactly(tmp_path: Path, space: str, count:
 
 def test_a_refused_update_changes_nothing(tmp_path: Path) -> None:
     store = _store(tmp_path, "l2")
-    count = 2 * APPLY_CHUNK_RECORDS + 5
+    count = 105
     ids = [f"r{i}" for i in range(count)]
     apply(store, _records_op("add", {"ids": ids, "embeddings": np.ones((count, DIM)).tolist(),
                                     "documents": ["old"] * count}))

@@ -1,0 +1,373 @@
+"""Raft in a process of its own, so that Chroma's work never stalls heartbeats.
+
+Owns: the child process that runs `replication.Replication` (`raft_main`), the parent-side proxy
+`RaftProcess` that the node uses in its place, and the framed msgpack channel between them.
+
+Why a process: Chroma's bindings hold the GIL while they work (a 500-record add of 384-d vectors:
+~0.35 s; a full 5,461-record batch: seconds), and PySyncObj's tick thread, which sends heartbeats
+and votes, needs the GIL too. In one process, no chunking of Chroma calls kept elections away
+under sustained ingest; in its own process the tick thread only ever competes with two small I/O
+threads. The price is one local socket hop per proposal and per committed entry.
+
+The child must never block on the parent (whose GIL Chroma may hold for seconds): everything it
+sends goes through an unbounded outbox drained by a sender thread, so PySyncObj's tick thread
+only appends to a queue. The parent likewise sends through an outbox. Messages keep their order:
+entries, snapshot requests and installs reach the node exactly in the order PySyncObj made them.
+
+Lifetimes: the child exits when its parent is gone (EOF on the channel) and ignores SIGINT/SIGTERM (the parent stops it with a `stop` message). If the child dies while the node runs,
+the parent stops with EXIT_RAFT_PROCESS: a node without Raft must not go on serving.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import msgpack
+
+from raftchroma import snapshot
+from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
+from raftchroma.errors import EXIT_CORRUPT, EXIT_RAFT_PROCESS
+from raftchroma.journal import JournalCorrupt
+from raftchroma.replication import SNAPSHOT_FILE_NAME, RaftStatus
+
+log = logging.getLogger(__name__)
+
+STATUS_PERIOD_S = 0.02  # how often the child publishes its Raft status to the parent
+START_TIMEOUT_S = 600.0  # loading a large journal takes a while; a hung child must not hang the node
+STOP_TIMEOUT_S = 15.0
+_FRAME = struct.Struct("<I")
+
+
+UNKNOWN_STATUS = RaftStatus("unknown", 0, None, 0, 0, 0, False, False)
+
+
+# ------------------------------------------------------------------ the channel
+
+
+class Channel:
+    """Length-prefixed msgpack messages (lists) over a connected stream socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, message: list[Any]) -> None:
+        data = msgpack.packb(message, use_bin_type=True)
+        self._sock.sendall(_FRAME.pack(len(data)))
+        self._sock.sendall(data)
+
+    def recv(self) -> list[Any] | None:
+        """The next message, or None once the other side has gone."""
+        head = self._exactly(_FRAME.size)
+        if head is None:
+            return None
+        body = self._exactly(_FRAME.unpack(head)[0])
+        return None if body is None else msgpack.unpackb(body, raw=False)
+
+    def _exactly(self, count: int) -> bytes | None:
+        chunks, missing = [], count
+        while missing:
+            try:
+                chunk = self._sock.recv(min(missing, 1 << 20))
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            missing -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+class Outbox:
+    """Messages queued by any thread and sent in order by one sender thread, so that a sender
+    never blocks on the other process. `on_broken` runs once if the channel fails."""
+
+    def __init__(self, channel: Channel, name: str, on_broken: Callable[[], None]) -> None:
+        self._channel = channel
+        self._queue: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self._on_broken = on_broken
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, *message: Any) -> None:
+        self._queue.put(list(message))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send everything queued so far, then stop the sender."""
+        self._queue.put(None)
+        self._thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            message = self._queue.get()
+            if message is None:
+                return
+            try:
+                self._channel.send(message)
+            except OSError:
+                self._on_broken()
+                return
+
+
+# ------------------------------------------------------------------ the child
+
+
+class _ChildSnapshots:
+    """Replication's snapshot hooks in the child: verify and pin here (PySyncObj may replace the
+    file at once), let the parent's applier do the work."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._pins = itertools.count(1)
+
+    def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None:
+        self._outbox.put("snapshot", str(final_path), raft_meta)
+
+    def install_snapshot(self, path: Path) -> dict[str, Any]:
+        header = snapshot.read_header(path, verify=True)
+        pinned = path.with_name(f"{path.name}.install-{next(self._pins)}")
+        pinned.unlink(missing_ok=True)
+        os.link(path, pinned)
+        self._outbox.put("install", str(pinned), header)
+        return header["raft"]
+
+
+def raft_main(fd: int) -> None:
+    """The child: run Replication and serve the parent over the socket `fd` until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when Raft stops
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    channel = Channel(socket.socket(fileno=fd))
+    init = channel.recv()
+    if init is None:
+        os._exit(0)
+    config, node_id, fault_injection, faults, log_level = pickle.loads(init[1])  # our own parent's bytes
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format=f"%(asctime)s {node_id} %(levelname)s %(name)s [raft]: %(message)s")
+    outbox = Outbox(channel, "raft-sender", lambda: os._exit(0))
+    replication = _start_replication(config, config.node(node_id), outbox, fault_injection, faults)
+    outbox.put("ready")
+    threading.Thread(target=_publish_status, args=(replication, outbox), name="raft-status", daemon=True).start()
+    _serve_parent(channel, replication, outbox)
+
+
+def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, fault_injection: bool,
+                       faults: FaultKnobs) -> Any:
+    from raftchroma.replication import Replication
+    try:
+        return Replication(config, node, lambda index, data: outbox.put("entry", index, data),
+                           fault_injection, _ChildSnapshots(outbox), faults)
+    except (JournalCorrupt, snapshot.SnapshotCorrupt) as exc:
+        kind = "journal" if isinstance(exc, JournalCorrupt) else "snapshot"
+        outbox.put("fatal", kind, str(exc))
+        outbox.close()
+        os._exit(EXIT_CORRUPT)
+
+
+def _publish_status(replication: Any, outbox: Outbox) -> None:
+    stopped = threading.Event()
+    while not stopped.wait(STATUS_PERIOD_S):
+        outbox.put("status", _status_of(replication))
+
+
+def _status_of(replication: Any) -> dict[str, Any]:
+    raft = replication.status()
+    return {
+        "raft": [raft.role, raft.term, raft.leader, raft.commit_index, raft.last_applied, raft.log_len,
+                 raft.has_quorum, raft.leader_connected],
+        "journal_bytes": replication.journal_bytes,
+        "snapshot_sends": replication.snapshot_sends(),
+        "blocked_peers": replication.blocked_peers(),
+        "settings_mismatches": replication.settings_mismatches(),
+        "extra": replication.extra_status() if hasattr(replication, "extra_status") else {},
+    }
+
+
+def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
+    while True:
+        message = channel.recv()
+        if message is None:  # the parent is gone: nothing may run on without it
+            os._exit(0)
+        kind = message[0]
+        if kind == "propose":
+            token = message[1]
+            replication.propose(message[2], lambda _result, err, token=token: outbox.put("proposed", token, err))
+        elif kind == "snapshot_done":
+            replication.snapshot_done(message[1])
+        elif kind == "force_snapshot":
+            replication.force_snapshot()
+        elif kind == "block":
+            replication.block_peers(message[1], message[2])
+        elif kind == "stop":
+            replication.stop()
+            outbox.put("stopped")
+            outbox.close()
+            os._exit(0)
+
+
+# ------------------------------------------------------------------ the parent
+
+
+class NodeHooks(Protocol):
+    """What the node provides: entries, snapshot requests and installs, in log order."""
+
+    def enqueue_entry(self, index: int, data: bytes) -> None: ...
+    def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None: ...
+    def queue_install(self, pinned: Path, header: dict[str, Any]) -> None: ...
+
+
+class RaftProcess:
+    """The node's Raft participant, running in a child process; the same surface as Replication."""
+
+    def __init__(self, config: ClusterConfig, node: NodeConfig, hooks: NodeHooks, fault_injection: bool = False,
+                 faults: FaultKnobs = FaultKnobs()) -> None:
+        self._hooks = hooks
+        self._fault_injection = fault_injection
+        self._address_to_id = {n.raft_address: n.id for n in config.nodes}
+        self._id_to_address = {n.id: n.raft_address for n in config.nodes}
+        self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
+        self._callbacks: dict[int, Callable[[Any, int], None]] = {}
+        self._tokens = itertools.count(1)
+        self._status: dict[str, Any] = {}
+        self._raft = UNKNOWN_STATUS
+        self._blocked: list[str] = []
+        self._stopping = False
+        self._started = threading.Event()
+        self._fatal: tuple[str, str] | None = None
+        parent_sock, child_sock = socket.socketpair()
+        self._process = _spawn_child(child_sock)
+        child_sock.close()
+        self._channel = Channel(parent_sock)
+        self._outbox = Outbox(self._channel, "raft-proxy-sender", self._child_gone)
+        init = pickle.dumps((config, node.id, fault_injection, faults, logging.getLogger().level))
+        self._outbox.put("init", init)
+        self._reader = threading.Thread(target=self._read_loop, name="raft-proxy-reader", daemon=True)
+        self._reader.start()
+        self._wait_started()
+
+    def _wait_started(self) -> None:
+        if not self._started.wait(START_TIMEOUT_S) or self._fatal is None and self._process.poll() is not None:
+            raise RuntimeError(f"the Raft process did not start (exit code {self._process.poll()})")
+        if self._fatal is not None:
+            kind, message = self._fatal
+            self._process.wait(timeout=STOP_TIMEOUT_S)
+            raise JournalCorrupt(message) if kind == "journal" else snapshot.SnapshotCorrupt(message)
+
+    def _read_loop(self) -> None:
+        while True:
+            message = self._channel.recv()
+            if message is None:
+                self._child_gone()
+                return
+            self._dispatch(message)
+
+    def _dispatch(self, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == "entry":
+            self._hooks.enqueue_entry(message[1], message[2])
+        elif kind == "status":
+            self._status = message[1]
+            self._raft = RaftStatus(*message[1]["raft"])
+        elif kind == "proposed":
+            callback = self._callbacks.pop(message[1], None)
+            if callback is not None:
+                callback(None, message[2])
+        elif kind == "snapshot":
+            self._hooks.request_snapshot(Path(message[1]), message[2])
+        elif kind == "install":
+            self._hooks.queue_install(Path(message[1]), message[2])
+        elif kind == "ready":
+            self._started.set()
+        elif kind == "fatal":
+            self._fatal = (message[1], message[2])
+            self._started.set()
+        elif kind == "stopped":
+            self._stopping = True
+
+    def _child_gone(self) -> None:
+        if self._stopping or self._fatal is not None:
+            self._started.set()
+            return
+        code = self._process.poll()
+        log.critical("the Raft process of this node stopped (exit code %s); stopping the node", code)
+        logging.shutdown()
+        os._exit(EXIT_RAFT_PROCESS)
+
+    # ------------------------------------------------------- Replication's surface
+
+    def propose(self, entry: bytes, callback: Callable[[Any, int], None]) -> None:
+        token = next(self._tokens)
+        self._callbacks[token] = callback
+        self._outbox.put("propose", token, entry)
+
+    def snapshot_done(self, ok: bool) -> None:
+        self._outbox.put("snapshot_done", ok)
+
+    def force_snapshot(self) -> None:
+        self._outbox.put("force_snapshot")
+
+    def status(self) -> RaftStatus:
+        return self._raft
+
+    def extra_status(self) -> dict[str, Any]:
+        return dict(self._status.get("extra") or {})
+
+    @property
+    def journal_bytes(self) -> int:
+        return int(self._status.get("journal_bytes", 0))
+
+    def snapshot_sends(self) -> dict[str, int]:
+        return dict(self._status.get("snapshot_sends") or {})
+
+    def settings_mismatches(self) -> dict[str, str]:
+        return dict(self._status.get("settings_mismatches") or {})
+
+    def block_peers(self, node_ids: list[str], inbound_only: bool = False) -> None:
+        """TEST ONLY: see Replication.block_peers; checked here so that errors reach the caller."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        unknown = [n for n in node_ids if n not in self._id_to_address]
+        if unknown:
+            raise ValueError(f"unknown node ids: {unknown}")
+        self._blocked = sorted(node_ids)
+        self._outbox.put("block", list(node_ids), inbound_only)
+
+    def blocked_peers(self) -> list[str]:
+        return list(self._blocked) if self._fault_injection else []
+
+    def node_id_of(self, raft_address: str | None) -> str | None:
+        return self._address_to_id.get(raft_address) if raft_address else None
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._outbox.put("stop")
+        try:
+            self._process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._outbox.close(timeout_s=1.0)
+        self._channel.close()
+
+
+def _spawn_child(child_sock: socket.socket) -> subprocess.Popen[bytes]:
+    fd = child_sock.fileno()
+    cmd = [sys.executable, "-c", f"from raftchroma.raft_process import raft_main; raft_main({fd})"]
+    return subprocess.Popen(cmd, pass_fds=(fd,), close_fds=True)
