@@ -20,6 +20,7 @@ the parent stops with EXIT_RAFT_PROCESS: a node without Raft must not go on serv
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -188,15 +189,12 @@ def _publish_status(replication: Any, outbox: Outbox) -> None:
 
 
 def _status_of(replication: Any) -> dict[str, Any]:
-    raft = replication.status()
     return {
-        "raft": [raft.role, raft.term, raft.leader, raft.commit_index, raft.last_applied, raft.log_len,
-                 raft.has_quorum, raft.leader_connected],
+        "raft": dataclasses.asdict(replication.status()),
         "journal_bytes": replication.journal_bytes,
         "snapshot_sends": replication.snapshot_sends(),
         "blocked_peers": replication.blocked_peers(),
         "settings_mismatches": replication.settings_mismatches(),
-        "extra": replication.extra_status() if hasattr(replication, "extra_status") else {},
     }
 
 
@@ -284,7 +282,7 @@ class RaftProcess:
             self._hooks.enqueue_entry(message[1], message[2])
         elif kind == "status":
             self._status = message[1]
-            self._raft = RaftStatus(*message[1]["raft"])
+            self._raft = RaftStatus(**message[1]["raft"])
         elif kind == "proposed":
             callback = self._callbacks.pop(message[1], None)
             if callback is not None:
@@ -325,9 +323,6 @@ class RaftProcess:
 
     def status(self) -> RaftStatus:
         return self._raft
-
-    def extra_status(self) -> dict[str, Any]:
-        return dict(self._status.get("extra") or {})
 
     @property
     def journal_bytes(self) -> int:

@@ -16,6 +16,11 @@ Owns: one PySyncObj `SyncObj` per node, its tuning, and the hazards recorded in
   checker reports when the file is written. A leader defers compaction while a connected
   follower is only slightly behind. The transport keeps a snapshot transfer alive.
 - the Raft port is protected by `password` (PySyncObj unpickles what peers send).
+- a follower follows Raft's append rule (Figure 2, AppendEntries receiver rules 3-5): PySyncObj
+  deletes every entry after `prevLogIdx` on any overlapping append, so a duplicated or stale
+  append truncated entries the follower had acknowledged, even applied ones. `plan_append`
+  decides what an append may change; `_StateMachine` feeds PySyncObj only messages for which
+  its own code then does exactly that. Leader changes and truncations are logged and counted.
 
 The log itself (entries, term, vote) lives in our DurableJournal (raftchroma/journal.py:
 checksummed, fsynced), installed through PySyncObj's module-level `createJournal` seam,
@@ -26,12 +31,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import pysyncobj.syncobj as _pysyncobj_core
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
@@ -68,6 +74,10 @@ class RaftStatus:
     log_len: int
     has_quorum: bool
     leader_connected: bool  # a follower cannot forward to a leader it is not connected to
+    leader_changes: int = 0  # new (leader, term) pairs this node has seen since it started
+    log_truncations: int = 0  # times this node deleted a suffix of its log (conflicts with a leader)
+    truncated_entries: int = 0  # entries deleted by those truncations
+    truncated_applied_entries: int = 0  # of those, entries already applied here: must stay 0
 
 
 def _snapshot_chunk(message: Any) -> Any:
@@ -77,6 +87,111 @@ def _snapshot_chunk(message: Any) -> Any:
         chunk = message.get("serialized")
         return chunk if isinstance(chunk, tuple) else None
     return None
+
+
+# ------------------------------------------------------------------ Raft's append rule
+#
+# PySyncObj 0.3.17 (syncobj.py, `__onMessageReceived`, 'append_entries') checks prevLogIdx and
+# prevLogTerm correctly, but then deletes *every* entry after prevLogIdx whenever its log is
+# longer, and sets the commit index to min(leader's commit, end of its log). Raft (§5.3, Figure 2,
+# AppendEntries receiver rules 3-5) deletes only from the first entry whose term conflicts with
+# the leader's, keeps entries that match, and commits no further than the last entry the message
+# proves. A duplicated, reordered or stale append (TCP reconnects, a leader resending after a
+# reset) therefore made a follower drop entries it had acknowledged, even applied ones.
+#
+# `plan_append` is the rule, as a pure function of the follower's log and commit index. The
+# follower then hands PySyncObj a message its own code handles exactly as Raft says (see
+# `_StateMachine._SyncObj__onMessageReceived`), so its term, leader, election-timer, membership
+# and reply logic is reused, not copied.
+
+APPEND_REJECT = "reject"  # prevLogIdx is not in our log, or its term differs: PySyncObj refuses it
+APPEND_ENTRIES = "append"  # add `entries` after `prev_index`, deleting from `truncate_from` if set
+APPEND_ACK = "ack"  # we already hold everything the message carries: change nothing, answer success
+APPEND_REFUSE = "refuse"  # obeying would delete committed entries (or the message is malformed): drop it
+
+LogEntry = tuple[Any, int, int]  # PySyncObj's (command bytes, index, term)
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    """What a follower does with one append_entries."""
+
+    action: str
+    prev_index: int = 0  # APPEND_ENTRIES: the entry `entries` follow (matches the leader's)
+    prev_term: int = 0
+    entries: tuple[LogEntry, ...] = ()
+    truncate_from: int | None = None  # APPEND_ENTRIES: the first index whose term conflicts
+    match_index: int = 0  # APPEND_ENTRIES, APPEND_ACK: the last index the message proves we hold
+    reason: str = ""  # APPEND_REFUSE: why, for the log
+
+
+def plan_append(log: Sequence[LogEntry], commit_index: int, prev_index: int, prev_term: int,
+                entries: Sequence[LogEntry]) -> AppendPlan:
+    """Raft's AppendEntries receiver rules 2-4 for a follower whose log is `log` (PySyncObj's: the
+    first element is the oldest entry kept, at or below the commit index after a compaction).
+    Rule 5 follows from `match_index`: the commit index may not pass it."""
+    first, last = log[0][1], log[-1][1]
+    if not first <= prev_index <= last or log[prev_index - first][2] != prev_term:
+        return AppendPlan(APPEND_REJECT)
+    match_index = prev_index + len(entries)
+    for offset, entry in enumerate(entries):
+        index = prev_index + 1 + offset
+        if entry[1] != index:
+            return AppendPlan(APPEND_REFUSE, reason=f"entry {offset} has index {entry[1]}, expected {index}")
+        if index > last:
+            return _append_after(log, index - 1, entries[offset:], None, match_index)
+        ours = log[index - first][2]
+        if ours != entry[2]:
+            if index <= commit_index:
+                return AppendPlan(APPEND_REFUSE, reason=(
+                    f"its entry {index} (term {entry[2]}) conflicts with ours (term {ours}) at or below "
+                    f"our commit index {commit_index}"))
+            return _append_after(log, index - 1, entries[offset:], index, match_index)
+    if match_index == last:
+        return _append_after(log, last, (), None, match_index)
+    return AppendPlan(APPEND_ACK, match_index=match_index)
+
+
+def _append_after(log: Sequence[LogEntry], prev_index: int, entries: Sequence[LogEntry], truncate_from: int | None,
+                  match_index: int) -> AppendPlan:
+    prev_term = log[prev_index - log[0][1]][2]
+    return AppendPlan(APPEND_ENTRIES, prev_index, prev_term, tuple(entries), truncate_from, match_index)
+
+
+def _is_log_append(message: Any) -> bool:
+    """A regular append_entries (entries or a heartbeat), not a snapshot chunk. PySyncObj's chunked
+    path for one large entry ('transmission') is never taken here (see build_conf) and is excluded."""
+    return (isinstance(message, dict) and message.get("type") == "append_entries" and "prevLogIdx" in message
+            and "transmission" not in message)
+
+
+class _AppendDisorder:
+    """TEST ONLY: duplicates, holds back (reorders) and replays old (stale) append_entries messages
+    received by one node, from a seeded random source, so a run can be replayed."""
+
+    history_max = 64
+
+    def __init__(self, seed: int, duplicate_p: float = 0.2, hold_p: float = 0.2, replay_p: float = 0.3) -> None:
+        self._random = random.Random(seed)
+        self._duplicate_p, self._hold_p, self._replay_p = duplicate_p, hold_p, replay_p
+        self._history: deque[tuple[Any, Any]] = deque(maxlen=self.history_max)
+        self._held: tuple[Any, Any] | None = None
+
+    def deliveries(self, node: Any, message: Any) -> list[tuple[Any, Any]]:
+        """The (sender, message) pairs to hand on now, in order, for one message received."""
+        if self._held is None and self._random.random() < self._hold_p:
+            self._held = (node, message)
+            return []
+        out = [(node, message)]
+        if self._held is not None:
+            out.append(self._held)  # arrives after a later message
+            self._held = None
+        if self._random.random() < self._duplicate_p:
+            out.append((node, message))
+        if self._history and self._random.random() < self._replay_p:
+            out.append(self._random.choice(self._history))
+        self._history.append((node, message))
+        return out
 
 
 SETTINGS_HELLO = "raftchroma-hello"  # first message on a connection: (HELLO, address, settings fingerprint)
@@ -153,11 +268,13 @@ class FaultInjectingTransport(RaftchromaTransport):
     peers by configured address and only one side of a pair dials, so a TCP proxy per link
     cannot cut a link cleanly, but dropping at the message layer can. It can also delay the
     sending of each snapshot chunk (a slow link), which makes a transfer outlast
-    `connectionTimeout` in a test-sized cluster."""
+    `connectionTimeout` in a test-sized cluster. And it can disorder the append_entries this node
+    receives (duplicate, reorder, replay stale ones), which PySyncObj's append handling mishandled."""
 
     blocked: frozenset[str] = frozenset()
     deaf_to: frozenset[str] = frozenset()  # peers whose messages are dropped on receipt only
     snapshot_chunk_delay_s = 0.0
+    append_disorder: _AppendDisorder | None = None
 
     def send(self, node: Any, message: Any) -> bool:
         if node.address in self.blocked:
@@ -169,15 +286,35 @@ class FaultInjectingTransport(RaftchromaTransport):
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
         if node.address in self.blocked or node.address in self.deaf_to:
             return
+        if self.append_disorder is not None and _is_log_append(message):
+            for sender, delivered in self.append_disorder.deliveries(node, message):
+                super()._onMessageReceived(sender, delivered)
+            return
         super()._onMessageReceived(node, message)
 
 
 class _StateMachine(SyncObj):
-    """The SyncObj subclass: one replicated method that only enqueues."""
+    """The SyncObj subclass: one replicated method that only enqueues; Raft's append rule in front
+    of PySyncObj's append handling; leader changes and log truncations logged and counted.
+
+    The overrides below are named `_SyncObj__...` because PySyncObj's are name-mangled private
+    methods: SyncObj registers `self.__onMessageReceived` with the transport and calls
+    `self.__deleteEntriesFrom`, and both look the mangled name up on the instance, so these
+    replace them. They run in PySyncObj's tick thread, like everything they touch."""
+
+    append_rule = True  # only tests turn it off (per instance), to show the hazard it closes
 
     def __init__(self, self_address: str, peers: list[str], conf: SyncObjConf, on_entry: EntryHandler,
-                 transport_class: type = TCPTransport) -> None:
+                 transport_class: type = TCPTransport, names: dict[str, str] | None = None) -> None:
+        # Set before SyncObj.__init__, which starts the tick thread that reads them.
         self._on_entry = on_entry
+        self._names = dict(names or {})
+        self._leader_seen: tuple[str, int] | None = None  # (address, term) of the last leader seen
+        self._leader_lost = False
+        self.leader_changes = 0
+        self.log_truncations = 0
+        self.truncated_entries = 0
+        self.truncated_applied_entries = 0
         super().__init__(self_address, peers, conf, transportClass=transport_class)
 
     @replicated
@@ -185,6 +322,96 @@ class _StateMachine(SyncObj):
         index = self.raftLastApplied + 1
         self._on_entry(index, data)
         return index
+
+    # ------------------------------------------------------------ the append rule
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if self.append_rule and _is_log_append(message) and message["term"] >= self._getTerm():
+            message = self._follow_append_rule(node, message)
+        if message is not None:
+            super()._SyncObj__onMessageReceived(node, message)  # type: ignore[misc]
+        self._observe_leader()
+
+    def _follow_append_rule(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The message to hand PySyncObj instead (None: it is fully handled here). PySyncObj deletes
+        after prevLogIdx only when its log goes further, so a message rewritten to start just
+        before the first conflict (or at our last entry) deletes exactly the conflicting suffix;
+        its reply then names the message's last index, and its commit index stops there."""
+        plan = plan_append(self._SyncObj__raftLog, self._SyncObj__raftCommitIndex,  # type: ignore[attr-defined]
+                           message["prevLogIdx"], message["prevLogTerm"], message.get("entries") or ())
+        if plan.action == APPEND_REJECT:
+            return message  # PySyncObj refuses it (reset=True) and deletes nothing
+        if plan.action == APPEND_REFUSE:
+            log.error("raft: refusing append_entries from leader %s (term %d): %s; a committed entry would "
+                      "be lost", self._describe(node.address), message["term"], plan.reason)
+            return None
+        if plan.action == APPEND_ENTRIES:
+            if plan.prev_index == message["prevLogIdx"]:
+                return message  # already a message PySyncObj handles as Raft says
+            return {**message, "prevLogIdx": plan.prev_index, "prevLogTerm": plan.prev_term,
+                    "entries": list(plan.entries)}
+        self._acknowledge(node, message, plan.match_index)
+        return None
+
+    def _acknowledge(self, node: Any, message: dict[str, Any], match_index: int) -> None:
+        """APPEND_ACK: everything in the message is already in our log, which goes further. Hand
+        PySyncObj the message without its log part (term, leader, election timer, and a commit
+        index capped at what the message proves), then answer success for exactly that much. The
+        leader only raises its match index on success, so a stale answer cannot move it back."""
+        bookkeeping = {"type": "append_entries", "term": message["term"],
+                       "commit_index": min(message["commit_index"], match_index)}
+        super()._SyncObj__onMessageReceived(node, bookkeeping)  # type: ignore[misc]
+        self._SyncObj__leaderCommitIndex = message["commit_index"]  # as PySyncObj records it (status, onReady)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=match_index + 1, success=True)  # type: ignore[attr-defined]
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:  # noqa: N802,N803 (PySyncObj's names)
+        """Every truncation of the log goes through here: log and count it, then delete."""
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        first = raft_log[0][1]
+        dropped = raft_log[fromIDx - first:] if fromIDx >= first else []  # below `first` PySyncObj deletes nothing
+        if dropped:
+            applied = min(len(dropped), max(0, self.raftLastApplied - fromIDx + 1))
+            self.log_truncations += 1
+            self.truncated_entries += len(dropped)
+            self.truncated_applied_entries += applied
+            leader = self._getLeader()
+            commit_index = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+            log.log(logging.ERROR if applied else logging.WARNING,
+                    "raft log truncated from index %d: %d entries (terms %s) dropped, %d of them already applied; "
+                    "commit index %d, leader %s, term %d", fromIDx, len(dropped), sorted({e[2] for e in dropped}),
+                    applied, commit_index, self._describe(leader.address if leader is not None else None),
+                    self._getTerm())
+        super()._SyncObj__deleteEntriesFrom(fromIDx)  # type: ignore[misc]
+
+    # ------------------------------------------------------------ leader changes
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (PySyncObj's names)
+        super()._onTick(timeToWait)
+        self._observe_leader()  # elections and leader fallback happen in the tick, not in a message
+
+    def _observe_leader(self) -> None:
+        leader, term = self._getLeader(), self._getTerm()
+        if leader is None:
+            if self._leader_seen is not None and not self._leader_lost:
+                self._leader_lost = True
+                log.info("raft: no leader (last: %s at term %d); term now %d",
+                         self._describe(self._leader_seen[0]), self._leader_seen[1], term)
+            return
+        self._leader_lost = False
+        seen = (leader.address, term)
+        if seen == self._leader_seen:
+            return
+        previous, self._leader_seen = self._leader_seen, seen
+        self.leader_changes += 1
+        log.info("raft leader changed: %s -> %s, term %d",
+                 f"{self._describe(previous[0])} (term {previous[1]})" if previous else "none",
+                 self._describe(leader.address), term)
+
+    def _describe(self, address: str | None) -> str:
+        if address is None:
+            return "none"
+        name = self._names.get(address)
+        return f"{name} ({address})" if name else address
 
 
 JOURNAL_FILE_NAME = "raft.log"
@@ -279,7 +506,7 @@ class Replication:
             snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
         conf = build_conf(config, node, self._snapshot_conf() if snapshots is not None else None)
         peers = [n.raft_address for n in config.peers_of(node.id)]
-        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class)
+        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class, self._address_to_id)
         self._journal = _opened_journals.pop(conf.journalFile)
 
     # ---------------------------------------------------------- snapshots
@@ -361,6 +588,10 @@ class Replication:
             log_len=int(raw.get("log_len", 0)),
             has_quorum=bool(raw.get("has_quorum")),
             leader_connected=leader is not None and (role == "leader" or self._raft.isNodeConnected(leader)),
+            leader_changes=self._raft.leader_changes,
+            log_truncations=self._raft.log_truncations,
+            truncated_entries=self._raft.truncated_entries,
+            truncated_applied_entries=self._raft.truncated_applied_entries,
         )
 
     def _raw_status(self) -> dict[str, Any]:
@@ -384,6 +615,18 @@ class Replication:
         addresses = frozenset(self._id_to_address[n] for n in node_ids)
         self._transport_class.blocked = frozenset() if inbound_only else addresses
         self._transport_class.deaf_to = addresses if inbound_only else frozenset()
+
+    def set_append_rule(self, enabled: bool) -> None:
+        """TEST ONLY: switch Raft's append rule off (PySyncObj's own handling) to show the hazard."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._raft.append_rule = enabled
+
+    def disorder_appends(self, seed: int | None) -> None:
+        """TEST ONLY: duplicate, reorder and replay the append_entries this node receives (None: stop)."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._transport_class.append_disorder = _AppendDisorder(seed) if seed is not None else None
 
     def snapshot_sends(self) -> dict[str, int]:
         """Per peer id: snapshot transfers this node started sending (restarts included)."""
