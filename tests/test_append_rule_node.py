@@ -22,7 +22,7 @@ import pytest
 
 from raftchroma.config import ClusterConfig, NodeConfig, RaftTuning
 from raftchroma.journal import DurableJournal
-from raftchroma.replication import JOURNAL_FILE_NAME, Replication
+from raftchroma.replication import JOURNAL_FILE_NAME, SETTINGS_HELLO, Replication
 from tests.harness import free_ports, wait_for
 
 NO_OP = b"\x01"  # PySyncObj's no-op entry, index 1 term 0 in a new log
@@ -45,13 +45,13 @@ def append(prev: tuple[int, int], batch: list[Entry], commit: int, term: int) ->
 
 
 class ScriptedLeader:
-    """The test's end of one Raft connection: the leader's address as handshake, then framed,
+    """The test's end of one Raft connection: the hello (address, settings) as handshake, then framed,
     zlib-compressed pickles (PySyncObj's transport without a password)."""
 
-    def __init__(self, own_address: str, node_port: int) -> None:
+    def __init__(self, own_address: str, node_port: int, settings_fingerprint: str) -> None:
         self._sock = socket.create_connection(("127.0.0.1", node_port), timeout=REPLY_TIMEOUT_S)
         self._buffer = b""
-        self._send(own_address)
+        self._send((SETTINGS_HELLO, own_address, settings_fingerprint))
 
     def _send(self, message: Any) -> None:
         data = zlib.compress(pickle.dumps(message), 3)
@@ -125,7 +125,7 @@ def follower(tmp_path: Path) -> Iterator[Follower]:
     replication = Replication(config, node, on_entry, fault_injection=True)
     leader = None
     try:
-        leader = ScriptedLeader(leader_address, node.raft_port)
+        leader = ScriptedLeader(leader_address, node.raft_port, config.settings_fingerprint)
         yield Follower(replication, leader, node.data_dir, applied)
     finally:
         if leader is not None:
