@@ -2,6 +2,8 @@
 
 Owns: argument parsing, SIGTERM handling (so that a stopped runner still kills its nodes) and
 exit codes: 0 valid, 1 invalid, 2 unknown or harness/usage error. `check` also redraws the report.
+`entry` is the installed `jepsen-lite` command; `python -m jepsen_lite` runs the same.
+Runs go under `--out` (default: the XDG state directory, `~/.local/state/raftchroma/jepsen-lite`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from jepsen_lite.matrix import LEDGER_NAME, main_table, parse_seeds, run_campaig
 from jepsen_lite.matrix import NEMESES as NEMESES_ORDER
 from jepsen_lite.matrix import WORKLOADS as WORKLOADS_ORDER
 from jepsen_lite.nemesis import KINDS
-from jepsen_lite.runner import DEFAULT_STORE, EXIT_UNKNOWN, RunOptions, check_run, run
+from jepsen_lite.runner import EXIT_UNKNOWN, RunOptions, check_run, default_out_dir, run
 from jepsen_lite.workloads import WORKLOADS
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jepsen-lite", description=__doc__)
+    out = default_out_dir()
+    parser = argparse.ArgumentParser(
+        prog="jepsen-lite",
+        description="Fault injection with checked histories against a local raftchroma cluster. "
+                    f"Runs are written under --out (default {out}). "
+                    "Exit codes: 0 valid, 1 invalid, 2 unknown or harness / usage error.")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one test against a fresh local cluster")
     r.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
@@ -34,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--read-consistency", choices=("linearizable", "stale"), default="linearizable")
     r.add_argument("--nodes", type=int, default=3)
     r.add_argument("--unsafe-local-reads", action="store_true", help=argparse.SUPPRESS)
-    r.add_argument("--store", type=Path, default=DEFAULT_STORE, help="parent of the run directory")
+    r.add_argument("--out", "--store", dest="store", type=Path, default=out, metavar="DIR",
+                   help=f"parent of the run directory (default {out})")
     c = sub.add_parser("check", help="re-check a stored run directory")
     c.add_argument("run_dir", type=Path)
     m = sub.add_parser("matrix", help="run every workload x nemesis for each seed, one run after another")
@@ -44,9 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--rate", type=float, default=40.0)
     m.add_argument("--workloads", default=",".join(WORKLOADS_ORDER))
     m.add_argument("--nemeses", default=",".join(NEMESES_ORDER))
-    m.add_argument("--store", type=Path, default=DEFAULT_STORE / "matrix")
+    m.add_argument("--out", "--store", dest="store", type=Path, default=out / "matrix", metavar="DIR",
+                   help=f"runs and the ledger (default {out / 'matrix'})")
     t = sub.add_parser("table", help="print the markdown table of a matrix ledger")
-    t.add_argument("ledger", type=Path, nargs="?", default=DEFAULT_STORE / "matrix" / LEDGER_NAME)
+    t.add_argument("ledger", type=Path, nargs="?", default=out / "matrix" / LEDGER_NAME)
     return parser
 
 
@@ -112,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `jepsen-lite` console script."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
@@ -120,3 +130,7 @@ if __name__ == "__main__":
     except Exception as exc:  # a harness error must not read as exit 1 (invalid)
         print(f"jepsen-lite: harness error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(EXIT_UNKNOWN)
+
+
+if __name__ == "__main__":
+    entry()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 READ_CONSISTENCY_HEADER = "X-Raftchroma-Read-Consistency"
-DB_PATH = "/api/v2/tenants/default_tenant/databases/default_database"
+API_PATH = "/api/v2"
+DB_PATH = API_PATH + "/tenants/default_tenant/databases/default_database"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
@@ -68,9 +69,15 @@ class NodeClient:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if read:
             headers[READ_CONSISTENCY_HEADER] = self.read_consistency
+        data = json.dumps(body).encode() if body is not None else None
+        return self.send(node, method, path, data, headers, timeout_s)
+
+    def send(self, node: str, method: str, path: str, data: bytes | None, headers: dict[str, str],
+             timeout_s: float | None = None) -> Reply:
+        """One request with the body bytes as given (the hostile workload sends invalid ones);
+        `path` must already be percent-encoded."""
         conn = http.client.HTTPConnection("127.0.0.1", self.ports[node], timeout=timeout_s or self.timeout_s)
         try:
-            data = json.dumps(body).encode() if body is not None else None
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read(MAX_RESPONSE_BYTES)

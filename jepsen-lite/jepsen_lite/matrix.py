@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-WORKLOADS = ("register", "set", "collections")
+WORKLOADS = ("register", "set", "collections", "hostile")
 NEMESES = ("kill", "pause", "partition", "restart")
 RUN_SETUP_AND_CHECK_S = 300.0  # start, heal, recovery, final reads and checking, generously
 STOP_GRACE_S = 60.0
@@ -86,12 +86,12 @@ def _read_results(run_dir: Path) -> dict[str, Any] | None:
 
 def _run_one(workload: str, nemesis: str, seed: int, time_limit_s: float, concurrency: int,
              rate: float, store: Path) -> dict[str, Any]:
-    launcher = Path(__file__).resolve().parent.parent / "jepsen-lite"
     before = set(store.iterdir()) if store.exists() else set()
     started = time.monotonic()
-    argv = [str(launcher), "run", "--workload", workload, "--nemesis", nemesis,
+    # The same interpreter and the same jepsen_lite (installed, or on the inherited PYTHONPATH).
+    argv = [sys.executable, "-m", "jepsen_lite", "run", "--workload", workload, "--nemesis", nemesis,
             "--time-limit", str(time_limit_s), "--concurrency", str(concurrency), "--rate", str(rate),
-            "--seed", str(seed), "--store", str(store)]
+            "--seed", str(seed), "--out", str(store)]
     log_path = store / "runner-logs" / f"{workload}-{nemesis}-{seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
 

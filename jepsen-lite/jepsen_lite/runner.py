@@ -9,6 +9,7 @@ It must not judge operations itself (checkers) nor send signals (cluster, via th
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import threading
@@ -29,11 +30,20 @@ from jepsen_lite.stats import phase_stats
 from jepsen_lite.workloads import Completion, Workload, make_workload, record_final
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
-DEFAULT_STORE = Path(__file__).resolve().parent.parent / "store"
 LEADER_TIMEOUT_S = 60.0
 RECOVERY_TIMEOUT_S = 60.0
 DIGEST_TIMEOUT_S = 30.0
 CHECK_BUDGET_S = 60.0
+
+
+def default_out_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where runs go by default: outside the source tree, in the XDG state directory
+    (`$XDG_STATE_HOME/raftchroma/jepsen-lite`, else `~/.local/state/raftchroma/jepsen-lite`).
+    A relative XDG_STATE_HOME is ignored, as the XDG spec says."""
+    env = os.environ if environ is None else environ
+    state = env.get("XDG_STATE_HOME", "")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "raftchroma" / "jepsen-lite"
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class RunOptions:
     nodes: int = 3
     unsafe_local_reads: bool = False
     request_timeout_s: float = 5.0
-    store: Path = field(default=DEFAULT_STORE)
+    store: Path = field(default_factory=default_out_dir)  # the parent of the run directory
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -110,12 +120,15 @@ def _run_clients(opts: RunOptions, workload: Workload, client: NodeClient, nodes
 
 
 def _read_digests(client: NodeClient, nodes: Sequence[str], recorder: Recorder) -> None:
-    """Every node's per-collection digests, read linearizably (so at least at the commit index)."""
+    """Every node's per-collection digests and collection names ("tenant/database/name"), read
+    linearizably (so at least at the commit index)."""
     deadline_s = time.monotonic() + DIGEST_TIMEOUT_S
     for node in nodes:
-        def read(node: str = node) -> dict[str, str] | None:
+        def read(node: str = node) -> dict[str, Any] | None:
             reply = client.request(node, "GET", "/raftchroma/digest", read=True)
-            return reply.body["collections"] if reply.ok else None
+            if not reply.ok:
+                return None
+            return {"collections": reply.body["collections"], "names": reply.body.get("names", {})}
         record_final(recorder, f"digest-{node}", node, "digest", None, deadline_s, read)
 
 
@@ -175,8 +188,16 @@ def _overall(verdicts: Sequence[str]) -> str:
     return "unknown" if "unknown" in verdicts else "valid"
 
 
+def _digest_map(output: dict[str, Any]) -> dict[str, str]:
+    """One node's recorded digest as one flat map: the digest of every collection, and its name
+    under `name:<id>`. Runs recorded before names were kept hold the digest map alone."""
+    if "collections" not in output:
+        return dict(output)
+    return {**output["collections"], **{f"name:{cid}": name for cid, name in output.get("names", {}).items()}}
+
+
 def _convergence(ops: Sequence[Any], nodes: Sequence[str]) -> dict[str, Any]:
-    digests = {op.node: op.output for op in ops if op.f == "digest" and op.outcome == "ok"}
+    digests = {op.node: _digest_map(op.output) for op in ops if op.f == "digest" and op.outcome == "ok"}
     result = check_convergence(digests)
     missing = sorted(set(nodes) - set(digests))
     if missing and result["verdict"] == "valid":
@@ -204,7 +225,8 @@ def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     history = load_history(run_dir / "history.jsonl")
     ops = pair_ops(history)
     workload = make_workload(notes["options"]["workload"])
-    checkers = {"workload": workload.check(ops, budget_s), "convergence": _convergence(ops, notes["nodes"])}
+    checkers = {"workload": workload.check(ops, budget_s, nemesis_ops(history)),
+                "convergence": _convergence(ops, notes["nodes"])}
     verdicts = {name: result["verdict"] for name, result in checkers.items()}
     recovery = notes.get("recovery") or {}
     if recovery and not recovery.get("converged"):

@@ -1,6 +1,6 @@
 """End-to-end jepsen-lite runs against real 3-node clusters, one per nemesis (partition through
-raftchroma's test-only fault-injecting transport), plus the proof that the checker fails when
-raftchroma serves linearizable reads without the barrier.
+raftchroma's test-only fault-injecting transport), the proof that the checker fails when
+raftchroma serves linearizable reads without the barrier, and a short hostile run.
 
 Each run is a `python -m jepsen_lite run` subprocess with a deadline; whatever happens, the runner
 is stopped and every node it recorded in pids.json is killed (by process group) before the test ends.
@@ -22,6 +22,9 @@ from jepsen_lite.nemesis import schedule
 
 JEPSEN_LITE_DIR = Path(__file__).resolve().parents[2]
 RUN_DEADLINE_S = 55.0
+# A wedged cluster runs every post-heal wait to its end: recovery 60 s, probes 15 s, final
+# reads 30 s, digests 30 s. A healthy one needs about 35 s for the hostile run below.
+HOSTILE_DEADLINE_S = 300.0
 RUN_FILES = ("history.jsonl", "results.json", "run.json", "logs/n1.log", "logs/n2.log", "logs/n3.log",
              "report.html", "latency.png", "timeline.png")
 
@@ -54,13 +57,13 @@ def store(tmp_path: Path) -> Iterator[Path]:
         _kill_recorded_nodes(path)
 
 
-def run_jepsen_lite(store: Path, *args: str) -> tuple[int, Path, str]:
+def run_jepsen_lite(store: Path, *args: str, deadline_s: float = RUN_DEADLINE_S) -> tuple[int, Path, str]:
     """Runs the CLI; returns (exit code, run directory, output). Stops the runner at the deadline."""
     env = dict(os.environ, PYTHONPATH=str(JEPSEN_LITE_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "jepsen_lite", "run", "--store", str(store), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=RUN_DEADLINE_S)
+        out, _ = proc.communicate(timeout=deadline_s)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)  # the runner kills its nodes on SIGTERM
         try:
@@ -68,7 +71,7 @@ def run_jepsen_lite(store: Path, *args: str) -> tuple[int, Path, str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-        pytest.fail(f"jepsen-lite did not finish within {RUN_DEADLINE_S}s:\n{out.decode(errors='replace')}")
+        pytest.fail(f"jepsen-lite did not finish within {deadline_s}s:\n{out.decode(errors='replace')}")
     run_dirs = sorted(p for p in store.iterdir() if p.is_dir())
     assert len(run_dirs) == 1, f"expected one run directory, got {run_dirs}\n{out.decode(errors='replace')}"
     return proc.returncode, run_dirs[0], out.decode(errors="replace")
@@ -151,6 +154,53 @@ def test_unsafe_local_reads_under_pause_are_caught(store: Path) -> None:
     assert code == 1, _describe(run_dir, out)
     assert results["verdicts"]["workload"] == "invalid"
     assert results["checkers"]["workload"]["explanation"]["stuck"], "an invalid verdict must explain itself"
+
+
+# Apply-path bugs the hostile workload finds in raftchroma at the time of writing (being fixed
+# on main), each by what it leaves in the node logs or in the replies.
+KNOWN_APPLY_BUGS = {
+    "a duplicate name read as an environmental error, retried forever":
+        lambda line: "will retry until it succeeds" in line and "already exists" in line,
+    "a Chroma panic (PanicException) killed the applier thread": lambda line: "PanicException" in line,
+    "a Chroma panic stopped its log thread: every records write answers InternalError":
+        lambda line: "Error sending message to compactor" in line,
+}
+
+
+def _known_apply_bugs(run_dir: Path) -> list[str]:
+    lines = [line for log in sorted((run_dir / "logs").glob("n*.log")) for line in log.read_text().splitlines()]
+    lines += (run_dir / "results.json").read_text().splitlines()
+    return [name for name, seen in KNOWN_APPLY_BUGS.items() if any(seen(line) for line in lines)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(HOSTILE_DEADLINE_S + 60)
+def test_short_hostile_run_with_kills_keeps_the_cluster_available(store: Path) -> None:
+    """Duplicate creates with names made of error texts, records with extreme values, invalid
+    bodies, between normal adds, while nodes are killed: every hostile request is followed by an
+    acknowledged write, no acknowledged add is lost, every node converges.
+
+    An expected failure, not a pass, while raftchroma's apply path has a known bug that this run
+    finds (KNOWN_APPLY_BUGS) and the only invalid verdict is availability; any other outcome
+    than valid fails the test."""
+    code, run_dir, out = run_jepsen_lite(store, "--workload", "hostile", "--nemesis", "kill", "--seed", "3",
+                                         "--time-limit", "10", "--concurrency", "4", "--rate", "20", "--nodes", "3",
+                                         deadline_s=HOSTILE_DEADLINE_S)
+    for name in RUN_FILES:
+        assert (run_dir / name).exists(), f"{name} missing from {run_dir}"
+    results = json.loads((run_dir / "results.json").read_text())
+    hostile = results["checkers"]["workload"]
+    assert hostile["availability"]["hostile_ops"] > 0 and hostile["replies"]["by_f"].get("h-create-tenant")
+    assert any(f.startswith("kill-start") for f in _nemesis_fs(run_dir))
+    only_availability = (hostile["availability"]["verdict"] == "invalid" and hostile["set"]["verdict"] != "invalid"
+                         and results["checkers"]["convergence"]["verdict"] != "invalid")
+    known = _known_apply_bugs(run_dir)
+    if code == 1 and only_availability and known:
+        pytest.xfail(f"known raftchroma apply-path bug: {'; '.join(known)}; first suspect: "
+                     f"{json.dumps(hostile['availability']['suspects'][:1])[:300]}")
+    assert code == 0, _describe(run_dir, out)
+    assert results["verdict"] == "valid"
+    assert hostile["availability"]["final_probes"]["ok"] > 0
 
 
 def test_same_seed_same_schedule() -> None:
