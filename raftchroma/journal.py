@@ -22,6 +22,7 @@ Duck-typed to pysyncobj.journal.Journal; this module does not import pysyncobj.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -33,6 +34,9 @@ import msgpack
 MAGIC = b"RCJ1"
 _HEADER = struct.Struct("<II")  # payload length, crc32 of payload
 MAX_RECORD_BYTES = 1 << 30
+
+
+log = logging.getLogger(__name__)
 
 
 class JournalCorrupt(Exception):
@@ -110,21 +114,29 @@ class DurableJournal:
             raise
 
     def _write_fresh(self, path: Path, entries: list[tuple[bytes, int, int]]) -> None:
-        """Write a complete journal to `path` atomically (temp file, fsync, rename, fsync dir)."""
+        """Write a complete journal to `path` atomically (temp file, fsync, rename, fsync dir).
+        Raises OSError, with `path` untouched, if the temp file cannot be written."""
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as out:
-            out.write(MAGIC)
-            for record in self._state_records(entries):
-                payload = msgpack.packb(record, use_bin_type=True)
-                out.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-            out.flush()
-            self._fsync(out.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            self._fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            with open(tmp, "wb") as out:
+                out.write(MAGIC)
+                for record in self._state_records(entries):
+                    payload = msgpack.packb(record, use_bin_type=True)
+                    out.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+                out.flush()
+                self._fsync(out.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+        try:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                self._fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:  # the rename is done; only its durability is in doubt until the next fsync
+            log.error("fsync of %s after compaction failed: %s", path.parent, exc)
 
     def _state_records(self, entries: list[tuple[bytes, int, int]]) -> list[list[Any]]:
         records: list[list[Any]] = [["v", self._term, self._voted_for], ["m", self._commit_index]]
@@ -146,9 +158,16 @@ class DurableJournal:
         del self._entries[entryFrom:]
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
+        """Compaction. If the new file cannot be written (disk full), keep the whole journal, open
+        and usable: PySyncObj reads the first index from the log itself, so a log that was not
+        cut is still consistent, only longer."""
         remaining = self._entries[entryTo:]
+        try:
+            self._write_fresh(self._path, remaining)
+        except OSError as exc:
+            log.error("journal compaction failed, keeping the whole journal (%d entries): %s", len(self._entries), exc)
+            return
         self._file.close()
-        self._write_fresh(self._path, remaining)
         self._file = open(self._path, "ab", buffering=0)
         self._entries = remaining
 

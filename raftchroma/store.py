@@ -387,6 +387,10 @@ class Store:
             raise StoreFault(f"{what}: {exc!r}") from exc
         except (TypeError, ValueError, OverflowError) as exc:  # the bindings refuse a value's type
             raise Refused(Result.error(400, "InvalidArgumentError", str(exc))) from exc
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+            raise StoreFault(f"{what}: Chroma panicked: {exc}") from None  # its state may be half-changed
 
     def environment_failure(self) -> OSError | None:
         """Whether the data directory's file system works: not read-only, not (nearly) full, a small
@@ -534,6 +538,12 @@ class Store:
 
     def close(self) -> None:
         self._bindings = None
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    """pyo3's PanicException (a BaseException, so `except Exception` misses it), by its type."""
+    kind = type(exc)
+    return kind.__module__ == "pyo3_runtime" and kind.__name__ == "PanicException"
 
 
 def _status_of(exc: Exception) -> int:

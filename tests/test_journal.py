@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,27 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"not a journal at all")
     with pytest.raises(JournalCorrupt, match="bad magic"):
         DurableJournal(path)
+
+
+def test_a_failed_compaction_leaves_the_journal_whole_and_usable(tmp_path: Path) -> None:
+    """Disk full while compaction writes the new file: the journal keeps every entry, stays open,
+    takes new entries, and reopens with all of them. (Before, it was left closed.)"""
+    path = tmp_path / "raft.log"
+    full = {"on": False}
+
+    def fsync(fd: int) -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.fsync(fd)
+
+    journal = DurableJournal(path, fsync=fsync)
+    for i in range(1, 6):
+        journal.add(b"c%d" % i, i, 1)
+    full["on"] = True
+    journal.deleteEntriesTo(3)
+    full["on"] = False
+    assert [e[1] for e in journal[:]] == [1, 2, 3, 4, 5]
+    assert not path.with_name(path.name + ".tmp").exists()
+    journal.add(b"c6", 6, 1)
+    journal._destroy()
+    assert [e[1] for e in DurableJournal(path)[:]] == [1, 2, 3, 4, 5, 6]

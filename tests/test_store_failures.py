@@ -75,3 +75,18 @@ def test_an_internal_error_on_a_read_only_disk_is_unavailable(small_fs: Path) ->
                 raise chroma_errors.InternalError("anything at all")
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+
+
+def test_a_chroma_panic_is_a_fault_not_a_dead_thread(tmp_path: Path) -> None:
+    """Collection metadata with an array value makes Chroma 1.5.9 panic (pyo3's PanicException is a
+    BaseException): it must surface as StoreFault (the node stops, exit 72), never escape as a
+    thread-killing exception. Validation before proposing keeps such metadata out of the log."""
+    from raftchroma import state_machine
+    from raftchroma.command import CreateCollection, Proposal, UpdateCollection
+
+    store = Store(tmp_path / "node")
+    created = state_machine.apply(store, Proposal(CreateCollection("default_tenant", "default_database", "abc", "c-1")), 1)
+    assert created.result.status == 200
+    with pytest.raises(StoreFault):
+        state_machine.apply(store, Proposal(UpdateCollection("default_tenant", "default_database", "c-1",
+                                                             new_metadata={"k": [1, 2.5]})), 2)
