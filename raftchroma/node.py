@@ -56,6 +56,18 @@ RETRY_ADVICE = ("Retry with the same X-Raftchroma-Request-Id header to apply it 
                 "(a write sent without one may apply twice if retried).")
 
 
+MAX_PENDING_WRITES = 10_000  # writes proposed and not yet answered, per node
+MAX_PENDING_READS = 10_000  # reads waiting for a barrier, an index or the read pool, per node
+MAX_APPLY_BACKLOG = 10_000  # committed entries not yet applied here; past it, new writes are refused
+
+
+class Overloaded(ApiError):
+    """Definite: a bound was reached; the request was not proposed (or the read not started)."""
+
+    status = 503
+    name = "Overloaded"
+
+
 class EntryTooLarge(ApiError):
     status = 413
     name = "ChromaError"
@@ -82,6 +94,7 @@ class Node:
         self._index_seq = itertools.count()
         self._barrier_waiters: list[asyncio.Future[int]] = []
         self._barrier_running = False
+        self._pending_reads = 0
         self._install_generation = 0
         self.snapshot_index = 0
         self.snapshot_installs = 0
@@ -148,7 +161,7 @@ class Node:
             try:
                 item = self._apply_queue.get(timeout=_CLEAN_AFTER_IDLE_S)
             except queue.Empty:
-                self.store.mark_clean(self.applied_index)  # idle: a crash now keeps the store
+                self._mark_clean()
                 continue
             if item is None:
                 return
@@ -158,6 +171,28 @@ class Node:
                 self._write_snapshot(*item[1:])
             else:
                 self._install(*item[1:])
+
+    def _mark_clean(self) -> None:
+        """Idle: record that a crash now may keep the store. Failing (disk full) only costs a
+        rebuild after a crash, so it is logged and tried again at the next idle moment."""
+        try:
+            self.store.mark_clean(self.applied_index)
+        except OSError as exc:
+            log.warning("could not mark the store clean at index %d (will retry): %s", self.applied_index, exc)
+
+    def _mark_dirty(self, index: int) -> None:
+        """Before the first change after a clean point; retried like an apply while the disk fails,
+        because a change made without it could be kept, wrongly, after a crash."""
+        delay_s = _APPLY_RETRY_MIN_S
+        while True:
+            try:
+                self.store.mark_dirty()
+                return
+            except OSError as exc:
+                log.error("cannot mark the store dirty before entry %d, will retry: %s", index, exc)
+                self.apply_error = f"marking the store dirty: {exc}"
+                time.sleep(delay_s)  # backoff while the disk is full, not synchronisation
+                delay_s = min(delay_s * 2, _APPLY_RETRY_MAX_S)
 
     def _apply_entry(self, index: int, data: bytes) -> None:
         if index <= self._skip_through:  # already in the store kept from the last run
@@ -169,7 +204,7 @@ class Node:
             logging.shutdown()
             os._exit(EXIT_CORRUPT_LOG)
         if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
-            self.store.mark_dirty()
+            self._mark_dirty(index)
         for proposal in proposals:
             outcome = self._apply_until_done(proposal, index)
             self._resolve(proposal.rid, outcome.index, outcome.result)
@@ -221,11 +256,12 @@ class Node:
             started = time.monotonic()
             if self.faults.snapshot_write_delay_s:
                 time.sleep(self.faults.snapshot_write_delay_s)  # test-only stand-in for a large store
-            self.store.write_snapshot(final_path, {"index": raft_meta["index"], "raft": raft_meta})
+            local_path = final_path.with_name(final_path.name + ".local")  # Raft's thread moves it into place
+            self.store.write_snapshot(local_path, {"index": raft_meta["index"], "raft": raft_meta})
             self.snapshot_index = raft_meta["index"]
             self._log_bytes_since_snapshot, self._snapshot_forced = 0, False
             log.info("snapshot at index %d written in %.2fs", raft_meta["index"], time.monotonic() - started)
-            self.replication.snapshot_done(True)
+            self.replication.snapshot_done(True, local_path)
         except OSError:
             log.exception("writing the snapshot at index %d failed", raft_meta["index"])
             self.replication.snapshot_done(False)
@@ -235,7 +271,7 @@ class Node:
             pinned.unlink(missing_ok=True)
             return
         started = time.monotonic()
-        self.store.mark_dirty()
+        self._mark_dirty(header["index"])
         try:
             self.store.install_snapshot(pinned, header)
         except OSError as exc:  # e.g. disk full: the store is gone; restart and install again
@@ -272,6 +308,9 @@ class Node:
             remembered = self.store.recall(request_id)
             if remembered is not None:
                 return remembered
+        if len(self._waiters) >= MAX_PENDING_WRITES or self._apply_queue.qsize() >= MAX_APPLY_BACKLOG:
+            raise Overloaded(f"This node has {len(self._waiters)} writes in flight and {self._apply_queue.qsize()} "
+                             "entries to apply; nothing was written, retry later")
         proposal = Proposal(op, request_id=request_id)
         entry = encode_entry([proposal])
         if len(entry) > self.config.raft.max_entry_bytes:
@@ -320,12 +359,18 @@ class Node:
 
     async def read(self, read: Read) -> Result:
         """Answer a typed read at its consistency."""
-        timeout_s = self.config.read_timeout_s
-        if read.min_index:
-            await self.wait_applied(read.min_index, timeout_s)
-        if read.consistency == LINEARIZABLE and not self.unsafe_local_reads:
-            await self.read_barrier(timeout_s)
-        return await self._loop.run_in_executor(self._read_pool, self._guarded_read, read)
+        if self._pending_reads >= MAX_PENDING_READS:
+            raise Overloaded(f"This node has {self._pending_reads} reads in flight; retry later")
+        self._pending_reads += 1
+        try:
+            timeout_s = self.config.read_timeout_s
+            if read.min_index:
+                await self.wait_applied(read.min_index, timeout_s)
+            if read.consistency == LINEARIZABLE and not self.unsafe_local_reads:
+                await self.read_barrier(timeout_s)
+            return await self._loop.run_in_executor(self._read_pool, self._guarded_read, read)
+        finally:
+            self._pending_reads -= 1
 
     def _guarded_read(self, read: Read) -> Result:
         with self.store.reading():
@@ -368,12 +413,23 @@ class Node:
         if self.applied_index >= index:
             return
         future: asyncio.Future[None] = self._loop.create_future()
-        heapq.heappush(self._index_waiters, (index, next(self._index_seq), future))
+        waiter = (index, next(self._index_seq), future)
+        heapq.heappush(self._index_waiters, waiter)
         try:
             await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
             raise NotReady(f"This node has not applied index {index} within {timeout_s:g}s "
                            f"(applied: {self.applied_index})") from None
+        finally:
+            if not future.done() or future.cancelled():  # timed out or the client went away
+                self._forget_index_waiter(waiter)
+
+    def _forget_index_waiter(self, waiter: tuple[int, int, asyncio.Future[None]]) -> None:
+        try:
+            self._index_waiters.remove(waiter)
+        except ValueError:
+            return
+        heapq.heapify(self._index_waiters)
 
     def _wake_index_waiters(self, applied: int) -> None:
         while self._index_waiters and self._index_waiters[0][0] <= applied:
@@ -406,6 +462,9 @@ class Node:
             "truncated_applied_entries": raft.truncated_applied_entries,
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
+            "pending_writes": len(self._waiters),
+            "pending_reads": self._pending_reads,
+            "index_waiters": len(self._index_waiters),
             "apply_error": self.apply_error,
             "store_clean": self.store.clean,
             "store_kept_index": self._skip_through,

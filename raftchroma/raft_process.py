@@ -208,7 +208,7 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
             token = message[1]
             replication.propose(message[2], lambda _result, err, token=token: outbox.put("proposed", token, err))
         elif kind == "snapshot_done":
-            replication.snapshot_done(message[1])
+            replication.snapshot_done(message[1], None if message[2] is None else Path(message[2]))
         elif kind == "force_snapshot":
             replication.force_snapshot()
         elif kind == "block":
@@ -315,8 +315,8 @@ class RaftProcess:
         self._callbacks[token] = callback
         self._outbox.put("propose", token, entry)
 
-    def snapshot_done(self, ok: bool) -> None:
-        self._outbox.put("snapshot_done", ok)
+    def snapshot_done(self, ok: bool, written: Path | None = None) -> None:
+        self._outbox.put("snapshot_done", ok, None if written is None else str(written))
 
     def force_snapshot(self) -> None:
         self._outbox.put("force_snapshot")

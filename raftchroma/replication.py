@@ -494,6 +494,7 @@ class Replication:
         self._node = node
         self._snapshots = snapshots
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._snapshot_written: Path | None = None
         self._snapshot_lock = threading.Lock()
         self._min_entries = config.raft.snapshot_min_entries
         self._status_lock = threading.Lock()
@@ -530,7 +531,10 @@ class Replication:
         if self._snapshot_in_tick_thread:  # TEST ONLY: block heartbeats as PySyncObj's own serializer does
             self._snapshot_finished.wait(timeout=_TICK_THREAD_SNAPSHOT_WAIT_S)
 
-    def snapshot_done(self, ok: bool) -> None:
+    def snapshot_done(self, ok: bool, written: Path | None = None) -> None:
+        """The applier finished the requested snapshot; `written` is where, if not yet in place."""
+        with self._snapshot_lock:
+            self._snapshot_written = written if ok else None
         self._set_snapshot_state(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)
         self._snapshot_finished.set()
 
@@ -539,12 +543,27 @@ class Replication:
             self._snapshot_state = state
 
     def _check_snapshot(self) -> int:
-        """PySyncObj's serializeChecker hook: report a finished snapshot once, then idle."""
+        """PySyncObj's serializeChecker hook (tick thread): report a finished snapshot once, then
+        idle. A snapshot written elsewhere is moved into place here, in the thread that also
+        writes received snapshots, and only if no newer one arrived meanwhile."""
         with self._snapshot_lock:
-            state = self._snapshot_state
+            state, written = self._snapshot_state, self._snapshot_written
             if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
-                self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
-            return state
+                self._snapshot_state, self._snapshot_written = SERIALIZER_STATE.NOT_SERIALIZING, None
+        if state == SERIALIZER_STATE.SUCCESS and written is not None and not self._promote(written):
+            return SERIALIZER_STATE.FAILED
+        return state
+
+    def _promote(self, written: Path) -> bool:
+        try:
+            promoted = snapshot.promote(written, self.snapshot_path)
+        except OSError:
+            log.exception("moving the snapshot %s into place failed", written)
+            written.unlink(missing_ok=True)
+            return False
+        if not promoted:
+            log.info("dropped the local snapshot %s: a newer one was received meanwhile", written.name)
+        return promoted
 
     def _defer_compaction(self, compact_to_index: int) -> bool:
         """A leader does not compact past a connected follower that is merely a little behind,

@@ -59,6 +59,23 @@ def write_snapshot(path: Path, store_dir: Path, header: dict[str, Any], fsync: A
     _fsync_dir(path.parent, fsync)
 
 
+def promote(candidate: Path, final: Path, fsync: Any = os.fsync) -> bool:
+    """Make the locally written snapshot `candidate` the node's snapshot at `final`, unless `final`
+    already holds one at least as new (one received from the leader meanwhile): then drop the
+    candidate. Call only from the thread that also writes received snapshots (PySyncObj's tick
+    thread), so that exactly one writer ever replaces `final`."""
+    if final.exists():
+        try:
+            if read_header(final, verify=False)["index"] >= read_header(candidate, verify=False)["index"]:
+                candidate.unlink(missing_ok=True)
+                return False
+        except SnapshotCorrupt:
+            pass  # a damaged final file is replaced
+    os.replace(candidate, final)
+    _fsync_dir(final.parent, fsync)
+    return True
+
+
 def _write_file(tmp: Path, store_dir: Path, header: dict[str, Any], fsync: Any) -> None:
     with open(tmp, "wb") as out:
         writer = _HashingWriter(out)
