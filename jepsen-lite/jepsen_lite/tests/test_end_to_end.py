@@ -141,19 +141,28 @@ def test_short_partition_run_is_valid_and_records_each_cut(store: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
-def test_unsafe_local_reads_under_pause_are_caught(store: Path) -> None:
+@pytest.mark.timeout(240)
+def test_unsafe_local_reads_are_caught(store: Path) -> None:
     """raftchroma's test-only --unsafe-local-reads serves linearizable reads without the read
-    barrier; a node that was paused serves its old state while it catches up: a stale read.
-    Seed 4 pauses twice (then the leader); 3 clients per node keep reads coming at the node as
-    it resumes. Invalid in 3 of 3 runs with these settings, 1 of 2 with 6 clients at rate 60."""
-    code, run_dir, out = run_jepsen_lite(
-        store, "--workload", "register", "--nemesis", "pause", "--seed", "4", "--unsafe-local-reads",
-        "--time-limit", "14", "--concurrency", "9", "--rate", "120", "--nodes", "3")
-    results = json.loads((run_dir / "results.json").read_text())
-    assert code == 1, _describe(run_dir, out)
-    assert results["verdicts"]["workload"] == "invalid"
-    assert results["checkers"]["workload"]["explanation"]["stuck"], "an invalid verdict must explain itself"
+    barrier; a node cut off from the majority (or just resumed from a pause) serves its old state
+    while the others move on: a stale read. Raft runs in its own process now, so a paused node
+    catches up within milliseconds of resuming and pauses alone rarely show it on a loaded
+    machine; partitions (seeded) leave a minority node serving stale reads for seconds. Up to
+    three seeds; the checker must catch it in at least one."""
+    attempts = []
+    for seed in ("4", "5", "6"):
+        attempt_store = store / f"seed-{seed}"
+        attempt_store.mkdir()
+        code, run_dir, out = run_jepsen_lite(
+            attempt_store, "--workload", "register", "--nemesis", "partition,pause", "--seed", seed,
+            "--unsafe-local-reads", "--time-limit", "14", "--concurrency", "9", "--rate", "120", "--nodes", "3")
+        results = json.loads((run_dir / "results.json").read_text())
+        attempts.append((seed, code, results["verdicts"]))
+        if code == 1:
+            assert results["verdicts"]["workload"] == "invalid", _describe(run_dir, out)
+            assert results["checkers"]["workload"]["explanation"]["stuck"], "an invalid verdict must explain itself"
+            return
+    raise AssertionError(f"stale reads were never caught: {attempts}")
 
 
 # Apply-path bugs the hostile workload finds in raftchroma at the time of writing (being fixed
