@@ -100,8 +100,12 @@ class DurableJournal:
 
     # ------------------------------------------------------------- writing
 
+    injected_failure: OSError | None = None  # TEST ONLY (fault injection): every append fails with it
+
     def _append(self, record: list[Any], durable: bool = True) -> None:
         """Append one record; on failure (disk full) cut the file back so no torn record stays."""
+        if self.injected_failure is not None:
+            raise self.injected_failure
         payload = msgpack.packb(record, use_bin_type=True)
         offset = self._file.tell()
         try:

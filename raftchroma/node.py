@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import heapq
 import itertools
 import logging
@@ -95,6 +96,7 @@ class Node:
         self._barrier_waiters: list[asyncio.Future[int]] = []
         self._barrier_running = False
         self._pending_reads = 0
+        self.injected_faults = {"disk_full": False, "apply_fails": False}
         self._install_generation = 0
         self.snapshot_index = 0
         self.snapshot_installs = 0
@@ -437,6 +439,24 @@ class Node:
             if not future.done():
                 future.set_result(None)
 
+    # ------------------------------------------------------------- test faults
+
+    def inject_faults(self, disk_full: bool, apply_fails: bool) -> dict[str, bool]:
+        """TEST ONLY (fault injection): `disk_full` makes the Raft journal's appends and every store
+        change fail with ENOSPC; `apply_fails` makes every store change fail (I/O error). The node
+        must retry, never record a result, and go on by itself once they are turned off."""
+        if not self.fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self.replication.inject_disk_full(disk_full)
+        failure = None
+        if disk_full:
+            failure = OSError(errno.ENOSPC, "No space left on device (injected)")
+        elif apply_fails:
+            failure = OSError(errno.EIO, "Input/output error (injected)")
+        self.store.injected_failure = failure
+        self.injected_faults = {"disk_full": disk_full, "apply_fails": apply_fails}
+        return dict(self.injected_faults)
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
@@ -469,6 +489,7 @@ class Node:
             "store_clean": self.store.clean,
             "store_kept_index": self._skip_through,
             "blocked_peers": self.replication.blocked_peers(),
+            "injected_faults": self.injected_faults if self.fault_injection else {},
             "snapshot_sends": self.replication.snapshot_sends(),
             "settings_fingerprint": self.config.settings_fingerprint,
             "settings_mismatches": self.replication.settings_mismatches(),

@@ -213,6 +213,8 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
             replication.force_snapshot()
         elif kind == "block":
             replication.block_peers(message[1], message[2])
+        elif kind == "disk_full":
+            replication.inject_disk_full(message[1])
         elif kind == "stop":
             replication.stop()
             outbox.put("stopped")
@@ -346,6 +348,12 @@ class RaftProcess:
 
     def blocked_peers(self) -> list[str]:
         return list(self._blocked) if self._fault_injection else []
+
+    def inject_disk_full(self, on: bool) -> None:
+        """TEST ONLY: the Raft journal's appends fail with ENOSPC while `on`."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._outbox.put("disk_full", on)
 
     def node_id_of(self, raft_address: str | None) -> str | None:
         return self._address_to_id.get(raft_address) if raft_address else None

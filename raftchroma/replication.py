@@ -30,6 +30,7 @@ because PySyncObj's own journal never fsyncs.
 from __future__ import annotations
 
 import base64
+import errno
 import logging
 import random
 import threading
@@ -652,6 +653,12 @@ class Replication:
         sends = self._transport_class.snapshot_sends
         return {node_id: sends.get(address, 0) for node_id, address in sorted(self._id_to_address.items())
                 if address != self._node.raft_address}
+
+    def inject_disk_full(self, on: bool) -> None:
+        """TEST ONLY: every journal append fails with ENOSPC while `on` (jepsen-lite's disk-full nemesis)."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._journal.injected_failure = OSError(errno.ENOSPC, "No space left on device (injected)") if on else None
 
     def settings_mismatches(self) -> dict[str, str]:
         """Per peer id: the fingerprint of a peer refused because its cluster-wide settings differ."""

@@ -70,6 +70,8 @@ class CollectionRef:
 class Store:
     """Embedded Chroma under `data_dir/chroma`, with the API-id map kept beside it."""
 
+    injected_failure: OSError | None = None  # TEST ONLY (fault injection): every change is StoreUnavailable
+
     def __init__(self, data_dir: Path, snapshot_index: int = 0) -> None:
         self._chroma_dir = Path(data_dir) / "chroma"
         self._state_path = Path(data_dir) / STATE_FILE_NAME
@@ -370,6 +372,8 @@ class Store:
         a typed Chroma answer is Refused; an OSError or MemoryError is StoreUnavailable when its
         errno says the machine failed; Chroma's InternalError (it gives no errno) is
         StoreUnavailable when a probe of the data directory fails, else StoreFault."""
+        if self.injected_failure is not None:  # TEST ONLY: see Node.inject_faults
+            raise StoreUnavailable(f"{what}: {self.injected_failure}")
         try:
             yield
         except chroma_errors.InternalError as exc:

@@ -407,6 +407,19 @@ async def test_partition(request: web.Request) -> web.Response:
     return json_response({"blocked": node.replication.blocked_peers()})
 
 
+async def test_faults(request: web.Request) -> web.Response:
+    """TEST ONLY: `{"disk_full": bool, "apply_fails": bool}` (see Node.inject_faults); both false
+    heals. Answers 404 unless the node runs with `--fault-injection`."""
+    node = node_of(request)
+    if not node.fault_injection:
+        raise web.HTTPNotFound()
+    body = await request.json()
+    flags = {key: body.get(key, False) for key in ("disk_full", "apply_fails")} if isinstance(body, dict) else {}
+    if not flags or not all(isinstance(v, bool) for v in flags.values()):
+        raise InvalidArgument('expected {"disk_full": false, "apply_fails": false}')
+    return json_response(node.inject_faults(**flags))
+
+
 def add_routes(app: web.Application) -> None:
     v2 = "/api/v2"
     scope = v2 + "/tenants/{tenant}/databases/{database}"
@@ -458,6 +471,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/raftchroma/status", raft_status)
     r.add_get("/raftchroma/digest", raft_digest)
     r.add_post("/raftchroma/test/partition", test_partition)
+    r.add_post("/raftchroma/test/faults", test_faults)
 
 
 def build_app(node: Node) -> web.Application:
