@@ -39,7 +39,7 @@ import msgpack
 
 from raftchroma import snapshot
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
-from raftchroma.errors import EXIT_CORRUPT, EXIT_RAFT_PROCESS
+from raftchroma.errors import EXIT_CORRUPT, EXIT_INTERNAL, EXIT_RAFT_PROCESS
 from raftchroma.journal import JournalCorrupt
 from raftchroma.replication import SNAPSHOT_FILE_NAME, RaftStatus
 
@@ -163,10 +163,21 @@ def raft_main(fd: int) -> None:
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format=f"%(asctime)s {node_id} %(levelname)s %(name)s [raft]: %(message)s")
     outbox = Outbox(channel, "raft-sender", lambda: os._exit(0))
+    _crash_on_pysyncobj_failure()
     replication = _start_replication(config, config.node(node_id), outbox, fault_injection, faults)
     outbox.put("ready")
     threading.Thread(target=_publish_status, args=(replication, outbox), name="raft-status", daemon=True).start()
     _serve_parent(channel, replication, outbox)
+
+
+def _crash_on_pysyncobj_failure() -> None:
+    from raftchroma.replication import CrashOnPySyncObjFailure
+
+    def stop(reason: str) -> None:
+        log.critical("Raft failed unexpectedly (%s); stopping this node's Raft process", reason)
+        logging.shutdown()
+        os._exit(EXIT_INTERNAL)
+    logging.getLogger("pysyncobj").addHandler(CrashOnPySyncObjFailure(stop))
 
 
 def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, fault_injection: bool,

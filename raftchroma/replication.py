@@ -691,6 +691,32 @@ def _entry_from_json(raw: list[Any]) -> tuple[bytes, int, int]:
     return base64.b64decode(raw[0]), int(raw[1]), int(raw[2])
 
 
+ENVIRONMENTAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
+                                  errno.ENOMEM, errno.EFBIG})
+_TICK_FAILED = "failed _onTick in _autoTickThread"  # PySyncObj logs this, then retries the tick forever
+_DUMP_FAILED = "failed to load full dump"  # PySyncObj logs this and goes on without the snapshot
+
+
+class CrashOnPySyncObjFailure(logging.Handler):
+    """Crash, don't limp: PySyncObj catches and logs exceptions from its tick (the journal, the
+    transport, our hooks) and from loading a snapshot, then goes on as if nothing happened. This
+    handler, installed in the Raft process only, stops that process when it logs one, unless the
+    cause is the machine (disk full, I/O error: the tick's retry is then right). The node's parent
+    process sees its Raft process die and stops too (EXIT_RAFT_PROCESS), so a supervisor restarts it."""
+
+    def __init__(self, on_failure: Callable[[str], None]) -> None:
+        super().__init__(level=logging.ERROR)
+        self._on_failure = on_failure
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() not in (_TICK_FAILED, _DUMP_FAILED):
+            return
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENTAL_ERRNOS:
+            return
+        self._on_failure(f"{record.getMessage()}: {exc!r}")
+
+
 class _QuietDeferredCompaction(logging.Filter):
     """A deferred compaction is reported to PySyncObj as a failed one; don't log it as a failure."""
 
