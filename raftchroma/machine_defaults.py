@@ -4,8 +4,10 @@ Owns: the list of such defaults and their resolution. Chroma fills HNSW `num_thr
 CPU count it sees (`sched_getaffinity`), so two replicas on different machines (or with
 different CPU limits) would store different collection configurations from the same op. The
 proposing node chooses the value once and it travels in the op (`CreateCollection.hnsw_num_threads`);
-a value the client gave explicitly is kept as given. No other machine-dependent default was
-found in Chroma 1.5.9's collection configuration and schema (see docs/ARCHITECTURE.md).
+a value the client gave explicitly is kept as given. It is the only machine-dependent default in
+Chroma's collection types: `available_parallelism` / `num_cpus` appear in rust/types only in
+hnsw_configuration.rs (checked in chroma-core/chroma at 93652ec, with rust/segment, rust/index and
+rust/frontend; collection_schema.rs notes that it skips num_threads for the same reason).
 """
 
 from __future__ import annotations
