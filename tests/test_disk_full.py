@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from tests.conftest import small_tmpfs
 from tests.harness import Cluster, http, make_cluster, start_cluster, wait_for
 
 SCOPE = "/api/v2/tenants/default_tenant/databases/default_database"
@@ -18,15 +19,8 @@ LIN = {"X-Raftchroma-Read-Consistency": "linearizable"}
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount_point)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "6m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def add(url: str, collection_id: str, start: int) -> int:

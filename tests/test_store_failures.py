@@ -14,6 +14,7 @@ from chromadb import errors as chroma_errors
 
 from raftchroma.result import Refused, StoreFault, StoreUnavailable
 from raftchroma.store import Store
+from tests.conftest import small_tmpfs
 
 TEXTS = ["disk is full", "database or disk is full", "no space left on device", "I/O error", "readonly database"]
 
@@ -36,15 +37,8 @@ def test_typed_chroma_errors_are_refusals(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "fs", "8m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def test_an_internal_error_on_a_full_disk_is_unavailable(small_fs: Path) -> None:
