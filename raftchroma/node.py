@@ -36,8 +36,8 @@ from raftchroma import snapshot, state_machine
 from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry, encode_entry
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import (
-    EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, NoQuorum, NotReady,
-    WriteOutcomeUnknown,
+    EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
+    NotReady, WriteOutcomeUnknown,
 )
 from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.raft_process import RaftProcess
@@ -314,7 +314,10 @@ class Node:
             raise Overloaded(f"This node has {len(self._waiters)} writes in flight and {self._apply_queue.qsize()} "
                              "entries to apply; nothing was written, retry later")
         proposal = Proposal(op, request_id=request_id)
-        entry = encode_entry([proposal])
+        try:
+            entry = encode_entry([proposal])
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate, an int past 64 bits
+            raise InvalidArgument(f"The request holds a value that cannot be stored: {exc}") from None
         if len(entry) > self.config.raft.max_entry_bytes:
             raise EntryTooLarge(f"Log entry of {len(entry)} bytes exceeds the limit of {self.config.raft.max_entry_bytes}")
         return await self._propose(proposal.rid, entry, self.config.write_timeout_s)
