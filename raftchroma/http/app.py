@@ -474,8 +474,19 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/raftchroma/test/faults", test_faults)
 
 
+TRACE_ID_HEADER = "chroma-trace-id"
+NO_TRACE_ID = "0" * 32  # what `chroma run` 1.5.9 sends on every error when tracing is off
+
+
+async def add_trace_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Chroma's clients copy this header of an error answer into `ChromaError.trace_id`."""
+    if response.status >= 400:
+        response.headers.setdefault(TRACE_ID_HEADER, NO_TRACE_ID)
+
+
 def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[chroma_errors], client_max_size=node.config.max_body_bytes)
+    app.on_response_prepare.append(add_trace_id)
     app[NODE_KEY] = node
     add_routes(app)
     return app
