@@ -133,11 +133,7 @@ DESELECTED = {
 # prefix as the JUnit report names tests. The full run still counts them (they are what differs);
 # tests/test_chroma_client_suite.py accepts exactly these failures and fails once one passes, so
 # that its entry is removed when raftchroma is fixed.
-KNOWN_GAPS = {
-    "test_api::test_error_includes_trace_id[": "raftchroma's error responses carry no `chroma-trace-id` header; "
-                                               "`chroma run` sends one (all zeros without tracing), which the "
-                                               "client puts in ChromaError.trace_id",
-}
+KNOWN_GAPS: dict[str, str] = {}  # test id prefix -> why it fails against raftchroma (none left)
 
 
 def known_gap(test_id: str) -> str | None:
