@@ -79,8 +79,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _summary(run_dir: Path) -> str:
     results = json.loads((run_dir / "results.json").read_text())
     counts = results["counts"]
+    elections = results.get("elections")
+    seen = "" if not elections else (f"\nelections: {elections['elections']}, outside fault windows: "
+                                     f"{elections['elections_outside_windows']} (leader changes outside: "
+                                     f"{elections['leader_changes_outside_windows']})")
     return (f"{run_dir}\nverdict: {results['verdict']}  {results['verdicts']}\n"
-            f"ops: {counts['operations']} (ok {counts['ok']}, fail {counts['fail']}, info {counts['info']})")
+            f"ops: {counts['operations']} (ok {counts['ok']}, fail {counts['fail']}, info {counts['info']})" + seen)
 
 
 def _matrix(args: argparse.Namespace) -> int:

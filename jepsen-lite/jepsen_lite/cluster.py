@@ -2,8 +2,9 @@
 
 Owns: a fresh temp directory with a generated cluster.toml (free 127.0.0.1 ports, a password,
 allow_reset false), one process group per node, every signal sent to them, and the test-only
-partition control of each node. Nodes always run with `--fault-injection` (these are test
-clusters): `block` tells a node to drop all Raft messages to and from some peers. Signals go to
+partition and disk-fault controls of each node. Nodes always run with `--fault-injection` (these are test
+clusters): `block` tells a node to drop all Raft messages to and from some peers, `set_faults`
+makes its journal and store writes fail (disk full, I/O errors). Signals go to
 the process groups this module started and to nothing else. `LocalCluster` is a context manager:
 on exit every node is resumed (SIGCONT, so that a paused node can die) and then SIGKILLed.
 It must not judge results or choose faults (the nemesis does).
@@ -224,6 +225,23 @@ class LocalCluster:
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             return False
 
+    def set_faults(self, node_id: str, disk_full: bool, apply_fails: bool,
+                   timeout_s: float = BLOCK_TIMEOUT_S) -> bool:
+        """The node's test-only disk faults (`POST /raftchroma/test/faults`): `disk_full` makes its
+        Raft journal appends and store changes fail with ENOSPC, `apply_fails` its store changes
+        with EIO; both False heals. False if the node is down, paused, or did not confirm in time."""
+        node = self.nodes[node_id]
+        if not node.alive() or node.paused:
+            return False
+        wanted = {"disk_full": disk_full, "apply_fails": apply_fails}
+        request = urllib.request.Request(node.url + "/raftchroma/test/faults", data=json.dumps(wanted).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+                return json.loads(resp.read()) == wanted
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            return False
+
     # --------------------------------------------------------------- status
 
     def status(self, node_id: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
@@ -251,8 +269,8 @@ class LocalCluster:
         return _poll(self.leader, timeout_s)
 
     def wait_converged(self, timeout_s: float) -> dict[str, int] | None:
-        """Polls until every node is up, blocks no peer, agrees on one leader, and has applied
-        the same index."""
+        """Polls until every node is up, blocks no peer, has no injected disk fault, agrees on
+        one leader, and has applied the same index."""
         def converged() -> dict[str, int] | None:
             statuses = {n: self.status(n) for n in self.nodes}
             if any(s is None for s in statuses.values()):
@@ -265,8 +283,9 @@ class LocalCluster:
             caught_up = all(int(s["raft_applied_index"]) >= commit and int(s["apply_queue"]) == 0 for s in rows)
             applied = {n: int(s["applied_index"]) for n, s in statuses.items() if s is not None}
             unblocked = all(not s.get("blocked_peers") for s in rows)
+            no_faults = all(not any((s.get("injected_faults") or {}).values()) for s in rows)
             agreed = len(leaders) == 1 and None not in leaders and len(set(applied.values())) == 1
-            if not (agreed and caught_up and unblocked):
+            if not (agreed and caught_up and unblocked and no_faults):
                 return None
             return applied
         return _poll(converged, timeout_s)

@@ -9,7 +9,10 @@ Faults: `kill` (SIGKILL one node, the leader, or a majority; restarted at the fa
 `pause` (SIGSTOP, SIGCONT at the end), `restart` (SIGTERM, started again at the end),
 `partition` (per-node blocked peers through raftchroma's test-only fault-injecting transport:
 the leader isolated, random halves, a majorities ring, or a bridge; every block lifted at the
-end). Faults never overlap, so no node is killed or restarted by the nemesis during a partition.
+end), `disk-full` and `apply-fail` (raftchroma's test-only disk faults on one node, the leader
+or a majority: journal appends and store changes fail with ENOSPC, or store changes with EIO;
+lifted at the end). Faults never overlap, so no node is killed or restarted by the nemesis
+during a partition.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ from typing import Any
 from jepsen_lite.cluster import LocalCluster
 from jepsen_lite.recorder import Recorder
 
-KINDS = ("kill", "pause", "restart", "partition")
+KINDS = ("kill", "pause", "restart", "partition", "disk-full", "apply-fail")
+# kind -> the {"disk_full", "apply_fails"} flags a disk fault sets on its targets
+DISK_FAULTS = {"disk-full": {"disk_full": True, "apply_fails": False},
+               "apply-fail": {"disk_full": False, "apply_fails": True}}
 FIRST_FAULT_S = (1.0, 3.0)
 FAULT_DURATION_S = (2.0, 5.0)
 QUIET_S = (2.0, 4.0)
 PARTITION_MODES = ("leader", "halves", "majorities-ring", "bridge")
 TARGET_MODES = {"kill": ("one", "leader", "majority"), "pause": ("one", "leader"), "restart": ("one", "leader"),
-                "partition": PARTITION_MODES}
+                "partition": PARTITION_MODES, "disk-full": ("one", "leader", "majority"),
+                "apply-fail": ("one", "leader", "majority")}
 HEAL_UNBLOCK_TIMEOUT_S = 30.0
 HEAL_RETRY_INTERVAL_S = 0.2
 
@@ -161,6 +168,9 @@ class Nemesis:
                 if fault.kind == "partition":
                     self._partition(fault, origin_s)
                     continue
+                if fault.kind in DISK_FAULTS:
+                    self._disk_fault(fault, origin_s)
+                    continue
                 targets = self._resolve(fault)
                 self._apply(fault.kind, "start", targets, fault.mode)
                 self._sleep_until(origin_s, fault.end_s)
@@ -196,23 +206,48 @@ class Nemesis:
         with self.recorder.nemesis_op("partition-stop", "all", {"mode": fault.mode, "blocked": healed}) as result:
             result["unreached"] = [n for n in healed if not self.cluster.block(n, [])]
 
-    def _unblock_all(self, timeout_s: float, skip: Sequence[str] = ()) -> list[str]:
-        """Posts `[]` to every node but `skip` until each has answered (a node still starting
-        answers once it listens). Returns the nodes that never answered."""
+    def _disk_fault(self, fault: Fault, origin_s: float) -> None:
+        """Sets the fault's flags on its targets, holds them until the fault's end, then clears
+        them. Each target that could not be told (down, paused, not answering) is `unreached`."""
+        targets = self._resolve(fault)
+        flags = DISK_FAULTS[fault.kind]
+        value: dict[str, Any] = {"targets": list(targets), "mode": fault.mode, "faults": flags}
+        with self.recorder.nemesis_op(f"{fault.kind}-start", ",".join(targets), value) as result:
+            result["unreached"] = [n for n in targets if not self.cluster.set_faults(n, **flags)]
+        self._sleep_until(origin_s, fault.end_s)
+        cleared = {"disk_full": False, "apply_fails": False}
+        value = {"targets": list(targets), "mode": fault.mode, "faults": cleared}
+        with self.recorder.nemesis_op(f"{fault.kind}-stop", ",".join(targets), value) as result:
+            result["unreached"] = [n for n in targets if not self.cluster.set_faults(n, **cleared)]
+
+    def _until_all_answer(self, action: Callable[[str], bool], timeout_s: float, skip: Sequence[str] = ()) -> list[str]:
+        """Calls `action(node)` for every node but `skip` until each has returned True (a node
+        still starting answers once it listens). Returns the nodes that never did."""
         pending = [n for n in self.cluster.nodes if n not in skip]
         deadline_s = time.monotonic() + timeout_s
         while pending:
-            pending = [n for n in pending if not self.cluster.block(n, [])]
+            pending = [n for n in pending if not action(n)]
             if not pending or time.monotonic() >= deadline_s:
                 break
             time.sleep(HEAL_RETRY_INTERVAL_S)
         return pending
 
+    def _unblock_all(self, timeout_s: float, skip: Sequence[str] = ()) -> list[str]:
+        return self._until_all_answer(lambda n: self.cluster.block(n, []), timeout_s, skip)
+
+    def _clear_disk_faults_all(self, timeout_s: float, skip: Sequence[str] = ()) -> list[str]:
+        return self._until_all_answer(lambda n: self.cluster.set_faults(n, False, False), timeout_s, skip)
+
     def heal(self) -> None:
-        """Resumes every paused node, starts every stopped one and unblocks every node's
-        transport; recorded as `heal` (with the nodes that could not be unblocked)."""
+        """Resumes every paused node, starts every stopped one, unblocks every node's transport
+        and, when the schedule has disk faults, clears them on every node; recorded as `heal`
+        (with the nodes that could not be unblocked, or cleared)."""
         self.stop()
-        with self.recorder.nemesis_op("heal", "all", {"blocked": {n: [] for n in self.cluster.nodes}}) as result:
+        disk_faults = any(f.kind in DISK_FAULTS for f in self.faults)
+        value: dict[str, Any] = {"blocked": {n: [] for n in self.cluster.nodes}}
+        if disk_faults:
+            value["faults"] = {"disk_full": False, "apply_fails": False}
+        with self.recorder.nemesis_op("heal", "all", value) as result:
             started = []
             for node_id in self.cluster.nodes:
                 self.cluster.resume(node_id)
@@ -220,6 +255,8 @@ class Nemesis:
                     started.append(node_id)  # a fresh process starts unblocked
             result["started"] = started
             result["unreached"] = self._unblock_all(self.heal_unblock_timeout_s, skip=started)
+            if disk_faults:  # a fresh process starts without them
+                result["faults_unreached"] = self._clear_disk_faults_all(self.heal_unblock_timeout_s, skip=started)
 
 
 # (kind, phase) -> the LocalCluster method applied to each target node.

@@ -27,7 +27,8 @@ from jepsen_lite.history import Op, is_nemesis, load_history  # noqa: E402
 
 REPORT_FILES = ("latency.png", "timeline.png", "report.html")
 OUTCOME_COLORS = {"ok": "#81BFFC", "info": "#FFA400", "fail": "#FF1E90"}  # Jepsen's
-KIND_COLORS = {"kill": "#E9A3A3", "pause": "#A3C9E9", "restart": "#C7E9A3", "partition": "#D9B3F0"}
+KIND_COLORS = {"kill": "#E9A3A3", "pause": "#A3C9E9", "restart": "#C7E9A3", "partition": "#D9B3F0",
+               "disk-full": "#F0D9A3", "apply-fail": "#A3E9DF"}
 OTHER_KIND_COLOR = "#DDDDDD"
 MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")
 DPI = 110
@@ -279,6 +280,21 @@ def _schedule_html(notes: dict[str, Any], history: Sequence[Op], origin_ns: int)
             + _table(("t (s)", "f", "type", "node", "value", "error"), actions))
 
 
+def _elections_html(results: dict[str, Any]) -> str:
+    """The elections the status monitor saw, and those outside the fault windows."""
+    checker = results.get("checkers", {}).get("elections")
+    if not isinstance(checker, dict) or checker.get("elections") is None:
+        return ""
+    rows = [[e.get("kind"), e.get("node"), e.get("term"), e.get("count"), e.get("between_s")]
+            for e in checker.get("outside", [])]
+    return ("<h2>Elections</h2>"
+            f"<p>{_e(checker['elections'])} new terms and {_e(checker['leader_changes'])} leader changes seen in "
+            f"{_e(checker['samples'])} status samples; outside the fault windows (each extended by "
+            f"{_e(checker['grace_s'])} s): <b>{_e(checker['elections_outside_windows'])}</b> new terms, "
+            f"<b>{_e(checker['leader_changes_outside_windows'])}</b> leader changes.</p>"
+            + (_table(("kind", "node", "term", "count", "between (s)"), rows) if rows else ""))
+
+
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1300px}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left;vertical-align:top}
 .valid{background:#c8f0c8}.invalid{background:#f7b5b5}.unknown{background:#f7e3a8}img{max-width:100%}
@@ -299,6 +315,7 @@ def render_html(run_dir: Path, results: dict[str, Any], notes: dict[str, Any], h
         "<h2>Verdicts</h2>", _verdicts_html(results), _explanation_html(results),
         "<h2>Counts</h2>", _table(list(counts), [list(counts.values())]),
         "<h2>Recovery after heal</h2>", f"<p><code>{_e(results.get('recovery'))}</code></p>",
+        _elections_html(results),
         "<h2>Availability and latency per phase</h2>", _stats_html(results.get("stats", {})),
         "<h2>Latency</h2><a href='latency.png'><img src='latency.png' alt='latency over time'></a>",
         "<h2>Timeline</h2><a href='timeline.png'><img src='timeline.png' alt='operations per client over time'></a>",

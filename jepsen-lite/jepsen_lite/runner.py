@@ -1,8 +1,9 @@
 """The runner: one jepsen-lite run from cluster start to verdict, and the re-check of a stored run.
 
-Owns: the order of a run (start cluster, set up the workload, clients and nemesis for the time
-limit, heal, wait for recovery, final reads, digests, check, report), the run directory and the
-exit code (0 valid, 1 invalid, 2 unknown or harness error). Clients are threads, rate-limited together.
+Owns: the order of a run (start cluster, start the status monitor, set up the workload, clients
+and nemesis for the time limit, heal, wait for recovery, final reads, digests, stop the monitor,
+check, report), the run directory and the exit code (0 valid, 1 invalid, 2 unknown or harness
+error). Clients are threads, each rate-limited on its own.
 It must not judge operations itself (checkers) nor send signals (cluster, via the nemesis).
 """
 
@@ -23,16 +24,22 @@ from typing import Any
 from jepsen_lite.client import ClientError, NodeClient
 from jepsen_lite.cluster import ClusterOptions, LocalCluster
 from jepsen_lite.convergence import check_convergence
+from jepsen_lite.elections_checker import check_elections
 from jepsen_lite.history import dump_history, load_history, nemesis_ops, pair_ops
 from jepsen_lite.nemesis import Nemesis, schedule
 from jepsen_lite.recorder import Recorder
 from jepsen_lite.stats import phase_stats
+from jepsen_lite.status_monitor import StatusMonitor, load_samples
 from jepsen_lite.workloads import Completion, Workload, make_workload, record_final
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 LEADER_TIMEOUT_S = 60.0
 RECOVERY_TIMEOUT_S = 60.0
-DIGEST_TIMEOUT_S = 30.0
+DIGEST_TIMEOUT_S = 60.0  # all nodes together
+# One digest request. raftchroma's digest of a collection of a few thousand records takes seconds
+# (11-12 s for 3,000 records of the batch workload on the shared 2-core machine: it grows with
+# the square of the rows), far past the clients' 5 s.
+DIGEST_REQUEST_TIMEOUT_S = 30.0
 CHECK_BUDGET_S = 60.0
 
 
@@ -125,18 +132,20 @@ def _read_digests(client: NodeClient, nodes: Sequence[str], recorder: Recorder) 
     deadline_s = time.monotonic() + DIGEST_TIMEOUT_S
     for node in nodes:
         def read(node: str = node) -> dict[str, Any] | None:
-            reply = client.request(node, "GET", "/raftchroma/digest", read=True)
+            reply = client.request(node, "GET", "/raftchroma/digest", read=True, timeout_s=DIGEST_REQUEST_TIMEOUT_S)
             if not reply.ok:
                 return None
             return {"collections": reply.body["collections"], "names": reply.body.get("names", {})}
         record_final(recorder, f"digest-{node}", node, "digest", None, deadline_s, read)
 
 
-def _execute(opts: RunOptions, cluster: LocalCluster, recorder: Recorder, notes: dict[str, Any]) -> None:
+def _execute(opts: RunOptions, cluster: LocalCluster, recorder: Recorder, monitor: StatusMonitor,
+             notes: dict[str, Any]) -> None:
     nodes = list(cluster.nodes)
     cluster.start_all()
     if cluster.wait_for_leader(LEADER_TIMEOUT_S) is None:
         raise RuntimeError(f"no leader within {LEADER_TIMEOUT_S}s of starting the cluster")
+    monitor.start()  # from here on every election is counted (elections_checker)
     # Linearizable reads for setup and final reads; the workload's reads use opts.read_consistency.
     admin = NodeClient({n: p.http_port for n, p in cluster.nodes.items()}, opts.request_timeout_s)
     client = NodeClient(admin.ports, opts.request_timeout_s, opts.read_consistency)
@@ -168,13 +177,17 @@ def run(opts: RunOptions) -> tuple[int, Path]:
     notes: dict[str, Any] = {"options": opts.to_dict(), "nodes": [f"n{i + 1}" for i in range(opts.nodes)]}
     cluster_opts = ClusterOptions(nodes=opts.nodes, unsafe_local_reads=opts.unsafe_local_reads)
     with LocalCluster.create(cluster_opts, pid_file=run_dir / "pids.json") as cluster:
+        monitor = StatusMonitor(list(cluster.nodes), cluster.status)
         try:
-            _execute(opts, cluster, recorder, notes)
+            _execute(opts, cluster, recorder, monitor, notes)
         except BaseException as exc:
             notes["harness_error"] = "".join(traceback.format_exception(exc)).strip()
             if not isinstance(exc, Exception):
                 raise
         finally:
+            monitor.stop()
+            monitor.write(run_dir)
+            notes["status_polls_unanswered"] = monitor.unanswered
             cluster.kill_all()
             cluster.copy_logs(run_dir / "logs")
             dump_history(recorder.ops(), run_dir / "history.jsonl")
@@ -219,6 +232,15 @@ def _write_report(run_dir: Path, results: dict[str, Any]) -> None:
         print(f"jepsen-lite: no report: {results['report_error']}", file=sys.stderr)
 
 
+def _elections_summary(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The elections a run saw, for the top of results.json (details under checkers)."""
+    if result is None:
+        return None
+    keys = ("elections", "elections_outside_windows", "leader_changes", "leader_changes_outside_windows",
+            "grace_s", "samples")
+    return {k: result.get(k) for k in keys}
+
+
 def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     """Checks a stored run, writes results.json and the report, returns the exit code."""
     notes = json.loads((run_dir / "run.json").read_text())
@@ -227,6 +249,10 @@ def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     workload = make_workload(notes["options"]["workload"])
     checkers = {"workload": workload.check(ops, budget_s, nemesis_ops(history)),
                 "convergence": _convergence(ops, notes["nodes"])}
+    samples = load_samples(run_dir)
+    if samples is not None:  # runs recorded before the status monitor have no samples
+        origin_ns = min((op.time_ns for op in history), default=None)
+        checkers["elections"] = check_elections(samples, nemesis_ops(history), origin_ns)
     verdicts = {name: result["verdict"] for name, result in checkers.items()}
     recovery = notes.get("recovery") or {}
     if recovery and not recovery.get("converged"):
@@ -244,6 +270,7 @@ def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
                    "nemesis_records": len(nemesis_ops(history))},
         "stats": phase_stats(ops, nemesis_ops(history)),
         "recovery": notes.get("recovery"),
+        "elections": _elections_summary(checkers.get("elections")),
         "harness_error": notes.get("harness_error") or notes.get("nemesis_error"),
         "options": notes["options"],
     }

@@ -1,7 +1,7 @@
 """Workloads: what clients do, how each reply becomes ok / fail / info, and which checker judges.
 
-Owns: the operation mix of `register`, `set`, `collections` and `hostile` (its requests come
-from `hostile`), the mapping of Chroma v2 replies to outcomes, the final reads after heal, and
+Owns: the operation mix of `register`, `set`, `collections`, `hostile` (its requests come
+from `hostile`) and `batch` (its bodies and the encoding of its reads from `batch`), the mapping of Chroma v2 replies to outcomes, the final reads after heal, and
 the choice of checker. It must not start nodes or inject faults (cluster, nemesis), and it must
 never call an operation `fail` when it may have happened: when in doubt, `info`.
 """
@@ -9,13 +9,17 @@ never call an operation `fail` when it may have happened: when in doubt, `info`.
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jepsen_lite.client import API_PATH, ClientError, NodeClient, Reply, outcome_of_status
+from jepsen_lite import batch
+from jepsen_lite.batch_checker import check_batches
+from jepsen_lite.client import API_PATH, DB_PATH, READ_CONSISTENCY_HEADER, ClientError, NodeClient, Reply, outcome_of_status
 from jepsen_lite.collections_checker import check_collections
 from jepsen_lite.history import Op, Operation
 from jepsen_lite.hostile import SET_COLLECTION, TARGET, TARGET_COLLECTION, hostile_request, request_bytes
@@ -363,8 +367,164 @@ def _send_once(client: NodeClient, node: str, method: str, path: str, data: byte
     return {"status": reply.status, "error": error, "message": text, "outcome": outcome}
 
 
+# --------------------------------------------------------------------- batch
+
+
+class BatchWorkload:
+    """Whole batches of 50-500 records (`batch.py`: ids `b{k}-{i}`, metadata {"batch": k,
+    "version": v}) added, upserted and deleted in one request each, batches the server must refuse
+    (a 400: one record, or all, of the wrong dimension), and reads of one batch, of the whole
+    collection and counts, each at a consistency drawn per read (stale or linearizable), on
+    every node. After heal, the whole collection read linearizably from every node. Checker:
+    `batch_checker.check_batches` (every read shows whole batches only; linearizable reads are
+    linearizable per batch)."""
+
+    name = "batch"
+    collection = "jl-batch"
+    # Bounds the rows of a whole-collection read (6 x 500 at most) and of the final digests, which
+    # raftchroma computes in time that grows with the square of a collection's rows.
+    live_batches_max = 6
+    consistencies = ("stale", "linearizable")
+    setup_id = "jl-setup"
+
+    def __init__(self, smallest: int = batch.BATCH_SIZE_MIN, largest: int = batch.BATCH_SIZE_MAX) -> None:
+        self.smallest, self.largest = smallest, largest
+        self.collection_id = ""
+        self._lock = threading.Lock()  # the clients share which batches exist
+        self._batches = itertools.count(1)
+        self._versions = itertools.count(1)
+        self._sizes: dict[int, int] = {}
+        self._written: list[int] = []  # batches an add was sent for, in order
+        self._live: set[int] = set()  # written, and not deleted since (as sent, not as applied)
+        self._refused: list[int] = []
+
+    def setup(self, client: NodeClient, nodes: Sequence[str]) -> None:
+        """The collection, and its dimension fixed at 2 by one record added and deleted again, so
+        that a batch of dimension 3 is refused rather than taken as the first."""
+        self.collection_id = ensure_collection(client, nodes, self.collection)
+        cycle, path = itertools.cycle(nodes), f"/collections/{self.collection_id}"
+        body = {"ids": [self.setup_id], "embeddings": [[0.0] * batch.EMBEDDING_DIM]}
+        for suffix, payload in (("/add", body), ("/delete", {"ids": [self.setup_id]})):
+            done = _until_ok(time.monotonic() + SETUP_TIMEOUT_S,
+                             lambda: True if client.post(next(cycle), path + suffix, payload).ok else None)
+            if done is None:
+                raise RuntimeError(f"could not {suffix[1:]} the setup record within {SETUP_TIMEOUT_S}s")
+
+    def generate(self, rng: random.Random) -> Invocation:
+        with self._lock:
+            roll = rng.random()
+            if not self._written or roll < 0.22:
+                return self._add_or_delete(rng)
+            if roll < 0.34:
+                return self._upsert(rng)
+            if roll < 0.42:
+                return self._delete(rng) if self._live else self._read_batch(rng)
+            if roll < 0.46:
+                return self._refused_batch(rng)
+            if roll < 0.76:
+                return self._read_batch(rng)
+            consistency = rng.choice(self.consistencies)
+            return Invocation("count" if roll < 0.88 else "read-all", None, {"consistency": consistency})
+
+    def _write(self, f: str, k: int, extra: dict[str, Any] | None = None) -> Invocation:
+        return Invocation(f, f"b{k}", {"batch": k, "n": self._sizes[k], "version": next(self._versions), **(extra or {})})
+
+    def _add_or_delete(self, rng: random.Random) -> Invocation:
+        if len(self._live) >= self.live_batches_max:
+            return self._delete(rng)
+        k = next(self._batches)
+        self._sizes[k] = batch.batch_size(rng, self.smallest, self.largest)
+        self._written.append(k)
+        self._live.add(k)
+        return self._write("add-batch", k)
+
+    def _upsert(self, rng: random.Random) -> Invocation:
+        pool = sorted(self._live) if len(self._live) >= self.live_batches_max else self._written
+        k = rng.choice(pool)
+        self._live.add(k)
+        return self._write("upsert-batch", k)
+
+    def _delete(self, rng: random.Random) -> Invocation:
+        k = rng.choice(sorted(self._live))
+        self._live.discard(k)
+        return Invocation("delete-batch", f"b{k}", {"batch": k, "n": self._sizes[k], "by": rng.choice(("ids", "where"))})
+
+    def _refused_batch(self, rng: random.Random) -> Invocation:
+        k = next(self._batches)
+        self._sizes[k] = batch.batch_size(rng, self.smallest, self.largest)
+        self._refused.append(k)
+        return self._write("refused-batch", k, {"how": rng.choice(batch.REFUSED_HOWS)})
+
+    def _still_live(self, k: int) -> None:
+        """A delete that failed, or may not have happened: count the batch as live again, so
+        that the bound on live batches holds for what is stored, not only for what was sent."""
+        with self._lock:
+            self._live.add(k)
+
+    def _read_batch(self, rng: random.Random) -> Invocation:
+        pool = self._refused if self._refused and rng.random() < 0.1 else self._written
+        k = rng.choice(pool)
+        return Invocation("read-batch", f"b{k}", {"batch": k, "consistency": rng.choice(self.consistencies)})
+
+    def invoke(self, client: NodeClient, node: str, inv: Invocation) -> Completion:
+        v, path = inv.value, f"/collections/{self.collection_id}"
+        if inv.f in ("add-batch", "upsert-batch", "refused-batch"):
+            body = batch.write_body(v["batch"], v["n"], v["version"], v.get("how"))
+            reply = client.post(node, path + ("/upsert" if inv.f == "upsert-batch" else "/add"), body)
+            return self._written_reply(inv, reply)
+        if inv.f == "delete-batch":
+            try:
+                reply = client.post(node, path + "/delete", batch.delete_body(v["batch"], v["n"], v["by"]))
+            except ClientError:
+                self._still_live(v["batch"])
+                raise
+            if not reply.ok:
+                self._still_live(v["batch"])
+            return Completion("ok", reply.body) if reply.ok else _unexpected(reply)
+        if inv.f == "count":
+            reply = _read(client, node, "GET", path + "/count", None, v["consistency"])
+            return Completion("ok", reply.body) if reply.ok else _unexpected(reply)
+        where = {"where": {"batch": v["batch"]}} if inv.f == "read-batch" else {}
+        reply = _read(client, node, "POST", path + "/get", {**where, "include": ["metadatas"]}, v["consistency"])
+        if not reply.ok:
+            return _unexpected(reply)
+        return Completion("ok", batch.encode_rows(reply.body["ids"], reply.body.get("metadatas")))
+
+    @staticmethod
+    def _written_reply(inv: Invocation, reply: Reply) -> Completion:
+        """A refused batch answered 400 is the expected definite failure; its error keeps Chroma's text."""
+        if reply.ok:
+            return Completion("ok", inv.value["version"])
+        if inv.f == "refused-batch" and reply.status == 400:
+            message = reply.body.get("message") if isinstance(reply.body, dict) else reply.body
+            return Completion("fail", None, f"400 {reply.error_name}: {str(message)[:REPLY_MESSAGE_CHARS_MAX]}")
+        return _unexpected(reply)
+
+    def final(self, client: NodeClient, nodes: Sequence[str], recorder: Recorder) -> None:
+        """The whole collection, read linearizably from every node."""
+        deadline_s = time.monotonic() + FINAL_READ_TIMEOUT_S
+        path = f"/collections/{self.collection_id}/get"
+        for node in nodes:
+            def read(node: str = node) -> dict[str, Any] | None:
+                reply = _read(client, node, "POST", path, {"include": ["metadatas"]}, "linearizable")
+                return batch.encode_rows(reply.body["ids"], reply.body.get("metadatas")) if reply.ok else None
+            record_final(recorder, f"final-{node}", node, "read-all", None, deadline_s, read)
+
+    def check(self, ops: Sequence[Operation], budget_s: float, nemesis: Sequence[Op] = ()) -> dict[str, Any]:
+        return check_batches(ops, budget_s)
+
+
+def _read(client: NodeClient, node: str, method: str, path: str, body: Any, consistency: str) -> Reply:
+    """A read at the consistency given (the batch workload draws one per read)."""
+    headers = {READ_CONSISTENCY_HEADER: consistency}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    data = None if body is None else json.dumps(body).encode()
+    return client.send(node, method, DB_PATH + path, data, headers)
+
+
 WORKLOADS = {"register": RegisterWorkload, "set": SetWorkload, "collections": CollectionsWorkload,
-             "hostile": HostileWorkload}
+             "hostile": HostileWorkload, "batch": BatchWorkload}
 
 
 def make_workload(name: str) -> Workload:

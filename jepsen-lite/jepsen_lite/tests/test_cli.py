@@ -1,5 +1,5 @@
-"""The command line's pure parts: where runs go by default, `--out`, the workloads `run` and
-`matrix` accept, and collection names in the convergence check."""
+"""The command line's pure parts: where runs go by default, `--out`, the workloads and nemeses
+`run` and `matrix` accept, and collection names in the convergence check."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jepsen_lite import matrix, workloads
-from jepsen_lite.__main__ import _parser
+from jepsen_lite import matrix, nemesis, workloads
+from jepsen_lite.__main__ import _nemeses, _parser
 from jepsen_lite.convergence import check_convergence
 from jepsen_lite.runner import _digest_map, default_out_dir
 
@@ -44,6 +44,15 @@ def test_run_and_matrix_know_the_hostile_workload() -> None:
     assert "hostile" in matrix.WORKLOADS
     assert _parser().parse_args(["run", "--workload", "hostile"]).workload == "hostile"
     assert matrix.cells(["hostile"], ["kill"], [1]) == [("hostile", "kill", 1)]
+
+
+def test_run_and_matrix_know_the_batch_workload_and_the_disk_nemeses() -> None:
+    assert "batch" in matrix.WORKLOADS and {"disk-full", "apply-fail"} <= set(matrix.NEMESES)
+    assert set(matrix.NEMESES) == set(nemesis.KINDS)
+    args = _parser().parse_args(["run", "--workload", "batch", "--nemesis", "disk-full,apply-fail"])
+    assert args.workload == "batch" and _nemeses(args.nemesis) == ("disk-full", "apply-fail")
+    assert matrix.cells(["batch"], ["disk-full", "apply-fail"], [1]) == [("batch", "disk-full", 1),
+                                                                         ("batch", "apply-fail", 1)]
 
 
 def test_digests_recorded_with_names_compare_the_names_too() -> None:

@@ -1,6 +1,7 @@
 """End-to-end jepsen-lite runs against real 3-node clusters, one per nemesis (partition through
-raftchroma's test-only fault-injecting transport), the proof that the checker fails when
-raftchroma serves linearizable reads without the barrier, and a short hostile run.
+raftchroma's test-only fault-injecting transport, disk-full and apply-fail through its test-only
+disk faults), the proof that the checker fails when raftchroma serves linearizable reads without
+the barrier, a short hostile run, and short batch runs.
 
 Each run is a `python -m jepsen_lite run` subprocess with a deadline; whatever happens, the runner
 is stopped and every node it recorded in pids.json is killed (by process group) before the test ends.
@@ -210,6 +211,64 @@ def test_short_hostile_run_with_kills_keeps_the_cluster_available(store: Path) -
     assert code == 0, _describe(run_dir, out)
     assert results["verdict"] == "valid"
     assert hostile["availability"]["final_probes"]["ok"] > 0
+
+
+BATCH_DEADLINE_S = 150.0  # final digests of a few thousand records take seconds per node (see runner.py)
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BATCH_DEADLINE_S + 30)
+def test_short_batch_run_without_faults_is_valid_with_no_election(store: Path) -> None:
+    """Whole batches of 50-500 records added, upserted, deleted and refused by four clients on
+    three nodes, read stale and linearizably: every read shows whole batches, and with no fault
+    the status monitor sees no election at all."""
+    code, run_dir, out = run_jepsen_lite(store, "--workload", "batch", "--nemesis", "", "--seed", "1", *COMMON,
+                                         deadline_s=BATCH_DEADLINE_S)
+    for name in (*RUN_FILES, "raft-status.jsonl"):
+        assert (run_dir / name).exists(), f"{name} missing from {run_dir}"
+    results = _results(run_dir)
+    assert code == 0, _describe(run_dir, out)
+    batch = results["checkers"]["workload"]
+    assert batch["final_reads"] == ["n1", "n2", "n3"] and batch["writes"]["add-batch"]["ok"] > 0
+    assert batch["writes"]["refused-batch"]["fail"] > 0, "some batches must be refused"
+    assert {"read-batch stale", "read-batch linearizable"} <= set(batch["reads_checked"])
+    assert results["elections"]["elections"] == 0 and results["elections"]["samples"] > 0
+    assert results["verdicts"]["elections"] == "valid"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BATCH_DEADLINE_S + 30)
+def test_short_batch_run_with_full_disks_is_valid(store: Path) -> None:
+    """Seed 6: the leader's disk full for ~2 s, then a majority's for ~4 s (no commit possible):
+    reads still show whole batches, the nodes converge, no election outside the faults."""
+    code, run_dir, out = run_jepsen_lite(store, "--workload", "batch", "--nemesis", "disk-full", "--seed", "6",
+                                         *COMMON, deadline_s=BATCH_DEADLINE_S)
+    results = _results(run_dir)
+    assert code == 0, _describe(run_dir, out)
+    starts = [r for r in _nemesis_records(run_dir) if r["f"] == "disk-full-start" and r["type"] == "ok"]
+    assert [r["value"]["mode"] for r in starts] == ["leader", "majority"]
+    assert all(r["value"]["faults"] == {"disk_full": True, "apply_fails": False} for r in starts)
+    stops = [r for r in _nemesis_records(run_dir) if r["f"] == "disk-full-stop" and r["type"] == "ok"]
+    assert len(stops) == 2 and all(r["value"]["unreached"] == [] for r in stops)
+    assert results["elections"]["elections_outside_windows"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_short_set_run_with_failing_applies_is_valid(store: Path) -> None:
+    """Seed 3: the leader's store changes fail (EIO) twice for ~3.5 s; it retries, catches up
+    after each heal, and no acknowledged add is lost."""
+    code, run_dir, out = run_jepsen_lite(store, "--workload", "set", "--nemesis", "apply-fail", "--seed", "3", *COMMON)
+    results = _results(run_dir)
+    assert code == 0, _describe(run_dir, out)
+    assert results["checkers"]["workload"]["lost"] == [] and results["counts"]["ok"] > 0
+    assert [r["value"]["mode"] for r in _nemesis_records(run_dir)
+            if r["f"] == "apply-fail-start" and r["type"] == "ok"] == ["leader", "leader"]
+    assert results["elections"]["elections_outside_windows"] == 0
 
 
 def test_same_seed_same_schedule() -> None:

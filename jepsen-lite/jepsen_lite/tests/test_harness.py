@@ -1,5 +1,6 @@
-"""Fast tests of the harness pieces, without a cluster: the nemesis against a fake cluster, phase
-stats, the client's definite / indefinite split, the rate limiter."""
+"""Fast tests of the harness pieces, without a cluster: the nemesis against a fake cluster (signals,
+partitions, disk faults), the status monitor, phase stats, the client's definite / indefinite
+split, the rate limiter."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from jepsen_lite.client import ClientError, NodeClient
 from jepsen_lite.history import pair_ops
-from jepsen_lite.nemesis import Fault, Nemesis
+from jepsen_lite.nemesis import Fault, Nemesis, schedule
 from jepsen_lite.recorder import Recorder
 from jepsen_lite.runner import RateLimiter
 from jepsen_lite.stats import fault_intervals_ns, phase_stats
+from jepsen_lite.status_monitor import StatusMonitor, load_samples
 
 
 class FakeCluster:
@@ -26,6 +29,7 @@ class FakeCluster:
         self.nodes = {n: None for n in nodes}
         self.calls: list[tuple[str, str]] = []
         self.blocks: list[tuple[str, list[str]]] = []
+        self.disk_faults: list[tuple[str, bool, bool]] = []
         self.unreachable: set[str] = set()
         self.current_leader: str | None = "n2"
 
@@ -34,6 +38,10 @@ class FakeCluster:
 
     def block(self, node_id: str, peers: list[str]) -> bool:
         self.blocks.append((node_id, sorted(peers)))
+        return node_id not in self.unreachable
+
+    def set_faults(self, node_id: str, disk_full: bool, apply_fails: bool) -> bool:
+        self.disk_faults.append((node_id, disk_full, apply_fails))
         return node_id not in self.unreachable
 
     def __getattr__(self, name: str):  # kill, pause, resume, stop, start_if_down
@@ -92,6 +100,60 @@ def test_partition_blocks_both_sides_of_each_cut_link_then_unblocks_and_records_
     assert records[1].node == "n1-n2,n2-n3"
     heal = [op for op in records if op.f == "heal" and op.type == "ok"][0]
     assert heal.value["unreached"] == ["n3"] and heal.value["blocked"] == {"n1": [], "n2": [], "n3": []}
+
+
+def test_disk_faults_are_set_on_their_targets_lifted_at_the_end_and_cleared_everywhere_at_heal() -> None:
+    cluster, recorder = FakeCluster(["n1", "n2", "n3"]), Recorder()
+    cluster.unreachable = {"n3"}
+    faults = [Fault("disk-full", "leader", ("n1",), 0.0, 0.05),
+              Fault("apply-fail", "majority", ("n1", "n3"), 0.06, 0.1)]
+    nemesis = _run(faults, cluster, recorder)
+    assert nemesis.error is None
+    assert cluster.disk_faults[:6] == [("n2", True, False), ("n2", False, False),  # n2 leads
+                                       ("n1", False, True), ("n3", False, True), ("n1", False, False), ("n3", False, False)]
+    assert {n for n, full, fails in cluster.disk_faults[6:] if not full and not fails} == {"n1", "n2", "n3"}, \
+        "heal clears every node"
+    records = [op for op in recorder.ops() if op.type == "ok"]
+    assert [op.f for op in records] == ["disk-full-start", "disk-full-stop", "apply-fail-start", "apply-fail-stop", "heal"]
+    assert records[0].value == {"targets": ["n2"], "mode": "leader", "unreached": [],
+                                "faults": {"disk_full": True, "apply_fails": False}}
+    assert records[2].node == "n1,n3" and records[2].value["unreached"] == ["n3"]
+    assert records[4].value["faults_unreached"] == ["n3"]
+    assert len(fault_intervals_ns(recorder.ops())) == 2
+
+
+def test_heal_leaves_disk_faults_alone_when_the_schedule_has_none() -> None:
+    cluster, recorder = FakeCluster(["n1", "n2", "n3"]), Recorder()
+    _run([Fault("pause", "one", ("n1",), 0.0, 0.02)], cluster, recorder)
+    assert cluster.disk_faults == []
+    heal = [op for op in recorder.ops() if op.f == "heal" and op.type == "ok"][0]
+    assert "faults_unreached" not in heal.value and "faults" not in heal.value
+
+
+def test_disk_fault_schedules_are_seeded_and_size_their_targets() -> None:
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    first = schedule(11, ["disk-full", "apply-fail"], 120.0, nodes)
+    assert first == schedule(11, ["apply-fail", "disk-full"], 120.0, nodes)
+    assert {f.kind for f in first} == {"disk-full", "apply-fail"}
+    assert {f.mode for f in first} == {"one", "leader", "majority"}
+    assert all(len(f.targets) == (3 if f.mode == "majority" else 1) for f in first)
+    assert schedule(11, ["kill", "pause"], 60.0, nodes) == schedule(11, ("pause", "kill"), 60.0, nodes)
+
+
+def test_the_status_monitor_polls_every_node_and_counts_the_silent_ones(tmp_path: Path) -> None:
+    answers = {"n1": {"pid": 1, "term": 2, "leader_changes": 1, "role": "leader", "leader": "n1", "x": 0},
+               "n2": {"pid": 2, "term": 2, "leader_changes": 1, "role": "follower", "leader": "n1"}, "n3": None}
+    monitor = StatusMonitor(["n1", "n2", "n3"], answers.get, interval_s=0.02)
+    monitor.start()
+    time.sleep(0.2)
+    monitor.stop()
+    samples = monitor.samples()
+    assert {s["node"] for s in samples} == {"n1", "n2"} and monitor.unanswered["n3"] >= 3
+    assert all(s["sent_ns"] <= s["time_ns"] for s in samples) and "x" not in samples[0]
+    assert [s["time_ns"] for s in samples] == sorted(s["time_ns"] for s in samples)
+    monitor.write(tmp_path)
+    assert load_samples(tmp_path) == samples
+    assert load_samples(tmp_path / "nowhere") is None
 
 
 def test_phase_stats_split_ops_by_fault_intervals() -> None:

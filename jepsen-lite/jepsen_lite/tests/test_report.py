@@ -1,6 +1,6 @@
 """The report of a run, drawn from a small hand-made run directory: the three files appear, the
-page carries the verdicts, the per-phase numbers, the fault schedule and an invalid result's
-explanation."""
+page carries the verdicts, the per-phase numbers, the fault schedule, an invalid result's
+explanation and the elections seen outside fault windows."""
 
 from __future__ import annotations
 
@@ -73,6 +73,20 @@ def test_info_ops_keep_their_completion_time_and_faults_end_at_stop() -> None:
     assert [(op.f, op.call_s, op.return_s) for op in info] == [("write", 0.05, 3.05)]
     spans = fault_spans(history, origin_ns=0)
     assert [(s.kind, s.start_s, s.end_s) for s in spans] == [("partition", 0.04, 3.101)]
+
+
+def test_report_shows_the_elections_outside_fault_windows(tmp_path: Path) -> None:
+    run_dir = _run_dir(tmp_path)
+    results = json.loads((run_dir / "results.json").read_text())
+    elections = {"verdict": "invalid", "elections": 2, "leader_changes": 3, "samples": 40, "grace_s": 6.0,
+                 "elections_outside_windows": 1, "leader_changes_outside_windows": 1,
+                 "outside": [{"kind": "new-term", "node": "n3", "term": 4, "between_s": [7.5, 8.0]}]}
+    results["checkers"]["elections"] = elections
+    results["verdicts"]["elections"] = "invalid"
+    (run_dir / "results.json").write_text(json.dumps(results))
+    write_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    assert "<h2>Elections</h2>" in page and "<b>1</b> new terms" in page and "[7.5, 8.0]" in page
 
 
 def test_report_of_a_run_without_faults_or_ops(tmp_path: Path) -> None:
