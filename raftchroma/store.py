@@ -501,13 +501,14 @@ class Store:
     def _digest(self, ref: CollectionRef) -> str:
         include = ["embeddings", "metadatas", "documents", "uris"]
         resp = self._bindings.get(ref.local_id, None, None, None, 0, None, include, ref.tenant, ref.database)
-        order = sorted(range(len(resp.ids)), key=lambda i: resp.ids[i])
-        metadatas = resp.metadatas or [None] * len(order)
-        documents = resp.documents or [None] * len(order)
+        # Each attribute read of a bindings result copies the whole column: read each once.
+        ids, embeddings = resp.ids, resp.embeddings
+        metadatas = resp.metadatas or [None] * len(ids)
+        documents = resp.documents or [None] * len(ids)
         digest = hashlib.sha256()
-        for i in order:
-            vector = np.asarray(resp.embeddings[i], dtype="<f4").tobytes() if resp.embeddings is not None else b""
-            row = [resp.ids[i], metadatas[i], documents[i]]
+        for i in sorted(range(len(ids)), key=ids.__getitem__):
+            vector = np.asarray(embeddings[i], dtype="<f4").tobytes() if embeddings is not None else b""
+            row = [ids[i], metadatas[i], documents[i]]
             digest.update(json.dumps(row, sort_keys=True).encode() + vector)
         return digest.hexdigest()
 
