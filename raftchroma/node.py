@@ -401,18 +401,20 @@ class Node:
         asyncio.ensure_future(self._run_barrier(waiters))
 
     async def _run_barrier(self, waiters: list[asyncio.Future[int]]) -> None:
+        outcome: Any = NoQuorum("Could not confirm a linearizable read")
         try:
             proposal = Proposal(Barrier())
             index, _ = await self._propose(proposal.rid, encode_entry([proposal]), self.config.read_timeout_s)
-            outcome: Any = index
+            outcome = index
         except ApiError as exc:
             outcome = NoQuorum(f"Could not confirm a linearizable read: {exc.message}")
-        for future in waiters:
-            if not future.done():
-                future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
-        self._barrier_running = False
-        if self._barrier_waiters:
-            self._start_barrier()
+        finally:  # whatever happened, the waiters are answered and the next barrier can start
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
+            self._barrier_running = False
+            if self._barrier_waiters:
+                self._start_barrier()
 
     async def wait_applied(self, index: int, timeout_s: float) -> None:
         if self.applied_index >= index:

@@ -97,6 +97,21 @@ class Channel:
         self._sock.close()
 
 
+def start_thread(target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+    """A daemon thread that takes the process down if it dies of anything: a channel thread that
+    died quietly would leave a node that looks alive but never applies or never hears from Raft."""
+    def run() -> None:
+        try:
+            target(*args)
+        except BaseException:
+            log.critical("thread %s failed unexpectedly; stopping the process", name, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_INTERNAL)
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 class Outbox:
     """Messages queued by any thread and sent in order by one sender thread, so that a sender
     never blocks on the other process. `on_broken` runs once if the channel fails."""
@@ -105,8 +120,7 @@ class Outbox:
         self._channel = channel
         self._queue: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
         self._on_broken = on_broken
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, name)
 
     def put(self, *message: Any) -> None:
         self._queue.put(list(message))
@@ -163,21 +177,17 @@ def raft_main(fd: int) -> None:
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format=f"%(asctime)s {node_id} %(levelname)s %(name)s [raft]: %(message)s")
     outbox = Outbox(channel, "raft-sender", lambda: os._exit(0))
-    _crash_on_pysyncobj_failure()
     replication = _start_replication(config, config.node(node_id), outbox, fault_injection, faults)
     outbox.put("ready")
-    threading.Thread(target=_publish_status, args=(replication, outbox), name="raft-status", daemon=True).start()
+    start_thread(_publish_status, "raft-status", replication, outbox)
     _serve_parent(channel, replication, outbox)
 
 
-def _crash_on_pysyncobj_failure() -> None:
-    from raftchroma.replication import CrashOnPySyncObjFailure
-
-    def stop(reason: str) -> None:
-        log.critical("Raft failed unexpectedly (%s); stopping this node's Raft process", reason)
-        logging.shutdown()
-        os._exit(EXIT_INTERNAL)
-    logging.getLogger("pysyncobj").addHandler(CrashOnPySyncObjFailure(stop))
+def _stop_raft(reason: str) -> None:
+    """Crash, don't limp: the node's parent sees this process die and stops too (exit 74)."""
+    log.critical("Raft failed unexpectedly (%s); stopping this node's Raft process", reason)
+    logging.shutdown()
+    os._exit(EXIT_INTERNAL)
 
 
 def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, fault_injection: bool,
@@ -185,7 +195,7 @@ def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, 
     from raftchroma.replication import Replication
     try:
         return Replication(config, node, lambda index, data: outbox.put("entry", index, data),
-                           fault_injection, _ChildSnapshots(outbox), faults)
+                           fault_injection, _ChildSnapshots(outbox), faults, on_fatal=_stop_raft)
     except (JournalCorrupt, snapshot.SnapshotCorrupt) as exc:
         kind = "journal" if isinstance(exc, JournalCorrupt) else "snapshot"
         outbox.put("fatal", kind, str(exc))
@@ -269,8 +279,7 @@ class RaftProcess:
         self._outbox = Outbox(self._channel, "raft-proxy-sender", self._child_gone)
         init = pickle.dumps((config, node.id, fault_injection, faults, logging.getLogger().level))
         self._outbox.put("init", init)
-        self._reader = threading.Thread(target=self._read_loop, name="raft-proxy-reader", daemon=True)
-        self._reader.start()
+        self._reader = start_thread(self._read_loop, "raft-proxy-reader")
         self._wait_started()
 
     def _wait_started(self) -> None:

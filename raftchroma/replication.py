@@ -50,6 +50,7 @@ from pysyncobj.transport import TCPTransport
 from raftchroma import snapshot
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.journal import DurableJournal
+from raftchroma.result import is_machine_failure
 
 log = logging.getLogger(__name__)
 
@@ -223,22 +224,26 @@ class RaftchromaTransport(TCPTransport):
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
         if self._syncObj.encryptor and not conn.sendRandKey:  # still the key exchange
             return super()._onIncomingMessageReceived(conn, message)
-        if isinstance(message, tuple) and len(message) == 3 and message[0] == SETTINGS_HELLO:
-            _, address, fingerprint = message
-            if fingerprint != self.settings_fingerprint:
-                self._note_mismatch(str(address), str(fingerprint))
-                conn.send((SETTINGS_REFUSED, self.settings_fingerprint))
-                conn.disconnect()
-                self._unknownConnections.discard(conn)
-                return
-            self.settings_mismatches.pop(str(address), None)
-            message = address
-        elif message in self._nodeAddrToNode:  # a member that sent no settings: an older version
-            self._note_mismatch(str(message), "none")
-            conn.disconnect()
-            self._unknownConnections.discard(conn)
+        if not (isinstance(message, tuple) and len(message) == 3 and message[0] == SETTINGS_HELLO
+                and isinstance(message[1], str) and message[1] in self._nodeAddrToNode):
+            # Not a member's hello: an older member's bare address, a 'readonly' or utility
+            # connection (syncobj_admin), or garbage. Members only.
+            if isinstance(message, str) and message in self._nodeAddrToNode:
+                self._note_mismatch(message, "none")
+            self._drop(conn)
             return
-        super()._onIncomingMessageReceived(conn, message)
+        _, address, fingerprint = message
+        if fingerprint != self.settings_fingerprint:
+            self._note_mismatch(address, str(fingerprint)[:64])
+            conn.send((SETTINGS_REFUSED, self.settings_fingerprint))
+            self._drop(conn)
+            return
+        self.settings_mismatches.pop(address, None)
+        super()._onIncomingMessageReceived(conn, address)
+
+    def _drop(self, conn: Any) -> None:
+        conn.disconnect()
+        self._unknownConnections.discard(conn)
 
     def _note_mismatch(self, address: str, fingerprint: str) -> None:
         if self.settings_mismatches.get(address) != fingerprint:
@@ -255,7 +260,7 @@ class RaftchromaTransport(TCPTransport):
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
         if isinstance(message, tuple) and len(message) == 2 and message[0] == SETTINGS_REFUSED:
-            self._note_mismatch(node.address, str(message[1]))
+            self._note_mismatch(node.address, str(message[1])[:64])
             return
         super()._onMessageReceived(node, message)
         if self.snapshot_keepalive and _snapshot_chunk(message) is not None:
@@ -306,9 +311,11 @@ class _StateMachine(SyncObj):
     append_rule = True  # only tests turn it off (per instance), to show the hazard it closes
 
     def __init__(self, self_address: str, peers: list[str], conf: SyncObjConf, on_entry: EntryHandler,
-                 transport_class: type = TCPTransport, names: dict[str, str] | None = None) -> None:
+                 transport_class: type = TCPTransport, names: dict[str, str] | None = None,
+                 on_fatal: Callable[[str], None] | None = None) -> None:
         # Set before SyncObj.__init__, which starts the tick thread that reads them.
         self._on_entry = on_entry
+        self.on_fatal = on_fatal
         self._names = dict(names or {})
         self._leader_seen: tuple[str, int] | None = None  # (address, term) of the last leader seen
         self._leader_lost = False
@@ -323,6 +330,7 @@ class _StateMachine(SyncObj):
         index = self.raftLastApplied + 1
         self._on_entry(index, data)
         return index
+
 
     # ------------------------------------------------------------ the append rule
 
@@ -387,7 +395,15 @@ class _StateMachine(SyncObj):
     # ------------------------------------------------------------ leader changes
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (PySyncObj's names)
-        super()._onTick(timeToWait)
+        """Also crash, don't limp: PySyncObj's tick thread logs an exception and runs the same tick
+        again, forever. Anything but a failing machine (disk full, I/O error: there the retry is
+        right) goes to `on_fatal`, which the Raft process uses to stop."""
+        try:
+            super()._onTick(timeToWait)
+        except Exception as exc:
+            if self.on_fatal is not None and not is_machine_failure(exc):
+                self.on_fatal(f"the Raft tick failed: {exc!r}")
+            raise
         self._observe_leader()  # elections and leader fallback happen in the tick, not in a message
 
     def _observe_leader(self) -> None:
@@ -426,8 +442,30 @@ def _create_journal(journal_file: str | None = None) -> object:
     if journal_file is None:
         return MemoryJournal()
     journal = DurableJournal(journal_file)
+    _align_journal_to_snapshot(journal, Path(journal_file).with_name(SNAPSHOT_FILE_NAME))
     _opened_journals[journal_file] = journal
     return journal
+
+
+def _align_journal_to_snapshot(journal: DurableJournal, snapshot_path: Path) -> None:
+    """At start, PySyncObj keeps the journal only if its first two entries are the snapshot's
+    (prev, last); otherwise it clears it down to those two, dropping every entry after the
+    snapshot, acknowledged ones included. The journal still holds older entries when compaction
+    failed (disk full) or the process died between the snapshot and the journal rewrite: cut
+    them here, so the entries after the snapshot survive."""
+    if not snapshot_path.exists() or len(journal) < 2:
+        return
+    meta = snapshot.read_header(snapshot_path, verify=False)["raft"]
+    prev, last = _entry_from_json(meta["prev"]), _entry_from_json(meta["last"])
+    first_index = journal[0][1]
+    position = prev[1] - first_index
+    if position <= 0 or position + 1 >= len(journal):
+        return
+    held_prev, held_last = journal[position], journal[position + 1]
+    if (bytes(held_prev[0]), held_prev[1], held_prev[2]) == prev and (bytes(held_last[0]), held_last[1], held_last[2]) == last:
+        log.warning("the journal still held %d entries older than the snapshot at index %d; cutting them", position,
+                    last[1])
+        journal.deleteEntriesTo(position)
 
 
 _pysyncobj_core.createJournal = _create_journal
@@ -478,7 +516,7 @@ class Replication:
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler,
                  fault_injection: bool = False, snapshots: SnapshotHooks | None = None,
-                 faults: FaultKnobs = FaultKnobs()) -> None:
+                 faults: FaultKnobs = FaultKnobs(), on_fatal: Callable[[str], None] | None = None) -> None:
         self._address_to_id = {n.raft_address: n.id for n in config.nodes}
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self._transport_class: type = type(
@@ -508,7 +546,9 @@ class Replication:
             snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
         conf = build_conf(config, node, self._snapshot_conf() if snapshots is not None else None)
         peers = [n.raft_address for n in config.peers_of(node.id)]
-        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class, self._address_to_id)
+        self._on_fatal = on_fatal
+        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class, self._address_to_id,
+                                   on_fatal)
         self._journal = _opened_journals.pop(conf.journalFile)
 
     # ---------------------------------------------------------- snapshots
@@ -579,8 +619,15 @@ class Replication:
         return False
 
     def _deserialize(self, path: str) -> tuple[Any, Any, Any]:
-        """PySyncObj's deserializer hook (tick thread): verify and queue; the applier installs."""
-        meta = self._snapshots.install_snapshot(Path(path))
+        """PySyncObj's deserializer hook (tick thread): verify and queue; the applier installs.
+        PySyncObj only logs a failure here and goes on without the snapshot: stop instead (a
+        restart then refuses a damaged snapshot file with exit code 3)."""
+        try:
+            meta = self._snapshots.install_snapshot(Path(path))
+        except Exception as exc:
+            if self._on_fatal is not None:
+                self._on_fatal(f"the snapshot {path} could not be installed: {exc!r}")
+            raise
         return _entry_from_json(meta["last"]), _entry_from_json(meta["prev"]), {TCPNode(a) for a in meta["cluster"]}
 
     def force_snapshot(self) -> None:
@@ -689,32 +736,6 @@ def _entry_to_json(entry: tuple[bytes, int, int]) -> list[Any]:
 
 def _entry_from_json(raw: list[Any]) -> tuple[bytes, int, int]:
     return base64.b64decode(raw[0]), int(raw[1]), int(raw[2])
-
-
-ENVIRONMENTAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
-                                  errno.ENOMEM, errno.EFBIG})
-_TICK_FAILED = "failed _onTick in _autoTickThread"  # PySyncObj logs this, then retries the tick forever
-_DUMP_FAILED = "failed to load full dump"  # PySyncObj logs this and goes on without the snapshot
-
-
-class CrashOnPySyncObjFailure(logging.Handler):
-    """Crash, don't limp: PySyncObj catches and logs exceptions from its tick (the journal, the
-    transport, our hooks) and from loading a snapshot, then goes on as if nothing happened. This
-    handler, installed in the Raft process only, stops that process when it logs one, unless the
-    cause is the machine (disk full, I/O error: the tick's retry is then right). The node's parent
-    process sees its Raft process die and stops too (EXIT_RAFT_PROCESS), so a supervisor restarts it."""
-
-    def __init__(self, on_failure: Callable[[str], None]) -> None:
-        super().__init__(level=logging.ERROR)
-        self._on_failure = on_failure
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() not in (_TICK_FAILED, _DUMP_FAILED):
-            return
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, OSError) and exc.errno in ENVIRONMENTAL_ERRNOS:
-            return
-        self._on_failure(f"{record.getMessage()}: {exc!r}")
 
 
 class _QuietDeferredCompaction(logging.Filter):

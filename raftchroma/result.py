@@ -9,6 +9,7 @@ Pure data: no I/O.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,3 +55,13 @@ class StoreUnavailable(Exception):
 class StoreFault(Exception):
     """Chroma failed on an op and the machine looks healthy: the outcome cannot be classified.
     The node must stop rather than record a result the other replicas may not have."""
+
+
+ENVIRONMENTAL_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EFBIG,
+})
+
+
+def is_machine_failure(exc: BaseException) -> bool:
+    """Whether an exception says the machine failed (disk full, I/O error...), not the code."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in ENVIRONMENTAL_ERRNOS)

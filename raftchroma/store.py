@@ -34,7 +34,9 @@ from chromadb import errors as chroma_errors
 
 from raftchroma import snapshot
 from raftchroma.command import CreateCollection, DeleteRecords, UpdateCollection, WriteRecords, unpack_embeddings
-from raftchroma.result import Refused, Result, StoreFault, StoreUnavailable, not_found_collection
+from raftchroma.result import (
+    ENVIRONMENTAL_ERRNOS, Refused, Result, StoreFault, StoreUnavailable, not_found_collection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,6 @@ CHROMA_SERVER_VERSION = "1.0.0"  # what `chroma run` 1.5.9 answers at /api/v2/ve
 STATE_FILE_NAME = "store.state"  # the clean marker: see Store.mark_clean
 
 
-ENVIRONMENTAL_ERRNOS = frozenset({
-    errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EFBIG,
-})
 MIN_FREE_BYTES = 1024 * 1024  # less than this free on the data disk counts as full
 PROBE_FILE_NAME = "store.probe"
 PROBE_BYTES = 64 * 1024

@@ -1,32 +1,50 @@
-"""Crash, don't limp: PySyncObj logs and swallows exceptions from its tick and from loading a
-snapshot; in the Raft process such a log record stops the process (unless the machine is the
-cause, where PySyncObj's retry is right)."""
+"""Crash, don't limp: PySyncObj's tick thread logs an exception and runs the same tick again,
+forever. A real single-node PySyncObj whose journal raises: a bug-like exception reaches
+`on_fatal` (the Raft process stops on it), a full disk is left to PySyncObj's retry."""
 
 from __future__ import annotations
 
 import errno
-import logging
+from pathlib import Path
 
-from raftchroma.replication import CrashOnPySyncObjFailure
+import pytest
+
+from raftchroma.config import ClusterConfig, NodeConfig, RaftTuning
+from raftchroma.replication import Replication
+from raftchroma.result import is_machine_failure
+from tests.harness import free_ports, wait_for
 
 
-def record_for(message: str, exc: BaseException | None) -> logging.LogRecord:
-    exc_info = (type(exc), exc, None) if exc is not None else None
-    return logging.LogRecord("pysyncobj.syncobj", logging.ERROR, __file__, 1, message, (), exc_info)
+def single_node(tmp_path: Path, reasons: list[str]) -> Replication:
+    (raft_port,) = free_ports(1)
+    node = NodeConfig("n1", "127.0.0.1", raft_port, "127.0.0.1", 0, tmp_path / "n1")
+    config = ClusterConfig(nodes=(node,), password=None,
+                           raft=RaftTuning(election_timeout_min_s=0.5, election_timeout_max_s=1.0))
+    replication = Replication(config, node, lambda index, data: None, fault_injection=True, on_fatal=reasons.append)
+    wait_for(lambda: replication.status().role == "leader", 10, "the single node to lead")
+    return replication
 
 
-def test_an_unexpected_tick_failure_or_a_failed_snapshot_load_stops_the_raft_process() -> None:
+@pytest.mark.parametrize("failure, fatal", [(ValueError("I/O operation on closed file"), True),
+                                            (OSError(errno.ENOSPC, "No space left on device"), False)])
+def test_a_failing_tick_is_fatal_unless_the_machine_failed(tmp_path: Path, failure: Exception, fatal: bool) -> None:
     reasons: list[str] = []
-    handler = CrashOnPySyncObjFailure(reasons.append)
-    handler.emit(record_for("failed _onTick in _autoTickThread", ValueError("I/O operation on closed file")))
-    handler.emit(record_for("failed to load full dump", KeyError("raft")))
-    assert len(reasons) == 2 and "closed file" in reasons[0] and "KeyError" in reasons[1]
+    replication = single_node(tmp_path, reasons)
+    try:
+        replication._journal.injected_failure = failure
+        replication.propose(b"entry", lambda result, err: None)
+        if fatal:
+            wait_for(lambda: reasons, 10, "on_fatal to be called")
+            assert "closed file" in reasons[0]
+        else:
+            wait_for(lambda: replication._journal.injected_failure is failure and replication.status().commit_index >= 1,
+                     10, "the tick to keep running")  # the leader's own no-op entry committed before
+            assert reasons == []
+    finally:
+        replication._journal.injected_failure = None
+        replication.stop()
 
 
-def test_a_full_disk_is_left_to_pysyncobjs_retry_and_other_messages_are_ignored() -> None:
-    reasons: list[str] = []
-    handler = CrashOnPySyncObjFailure(reasons.append)
-    handler.emit(record_for("failed _onTick in _autoTickThread", OSError(errno.ENOSPC, "No space left on device")))
-    handler.emit(record_for("failed _onTick in _autoTickThread", OSError(errno.EIO, "Input/output error")))
-    handler.emit(record_for("some other error", RuntimeError("boom")))
-    assert reasons == []
+def test_machine_failures() -> None:
+    assert is_machine_failure(OSError(errno.EIO, "x")) and is_machine_failure(MemoryError())
+    assert not is_machine_failure(OSError(errno.EPERM, "x")) and not is_machine_failure(RuntimeError("x"))

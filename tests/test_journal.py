@@ -125,3 +125,30 @@ def test_a_failed_compaction_leaves_the_journal_whole_and_usable(tmp_path: Path)
     journal.add(b"c6", 6, 1)
     journal._destroy()
     assert [e[1] for e in DurableJournal(path)[:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_journal_longer_than_the_snapshot_keeps_the_entries_after_it(tmp_path: Path) -> None:
+    """After a failed compaction the journal still starts before the snapshot; PySyncObj would then
+    clear it down to the snapshot's two entries at start, dropping 6..10. Aligned, it keeps them."""
+    import base64
+
+    from raftchroma import snapshot
+    from raftchroma.replication import _align_journal_to_snapshot
+
+    journal = DurableJournal(tmp_path / "raft.log")
+    for i in range(1, 11):
+        journal.add(b"c%d" % i, i, 1)
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+
+    def entry(i: int, term: int = 1) -> list:
+        return [base64.b64encode(b"c%d" % i).decode(), i, term]
+    path = tmp_path / "raft.snapshot"
+    snapshot.write_snapshot(path, store_dir, {"index": 5, "raft": {"prev": entry(4), "last": entry(5, 2)}})
+    _align_journal_to_snapshot(journal, path)
+    assert [e[1] for e in journal[:]] == list(range(1, 11)), "a term that differs: not the same entries, untouched"
+    snapshot.write_snapshot(path, store_dir, {"index": 5, "raft": {"prev": entry(4), "last": entry(5)}})
+    _align_journal_to_snapshot(journal, path)
+    assert [e[1] for e in journal[:]] == list(range(4, 11))
+    journal._destroy()
+    assert [e[1] for e in DurableJournal(tmp_path / "raft.log")[:]] == list(range(4, 11))
