@@ -413,8 +413,9 @@ def test_lists_and_sparse_vectors_in_collection_metadata_are_refused(spec: parse
 
 @pytest.mark.parametrize("value", [0, parse.HNSW_MAX_NEIGHBORS_MAX + 1, 2 ** 31 - 1, 2 ** 64 - 1])
 def test_max_neighbors_out_of_range_is_refused(value: int) -> None:
-    """chroma run 1.5.9: 0 crashes the process at the collection's first add; 2**31-1 makes that
-    add fail with "Error in compaction" (which raftchroma would retry forever), 10**7 hangs it."""
+    """chroma run 1.5.9: 0 crashes the process once the collection holds two records; 2**31-1
+    makes the first add fail with "Error in compaction" (which raftchroma's apply takes for a
+    disk failure and retries forever), 10**7 makes it hang."""
     for result in (create(configuration={"hnsw": {"max_neighbors": value}}),
                    answer(parse.UPDATE_COLLECTION, {"new_configuration": {"hnsw": {"max_neighbors": value}}})):
         assert result[:2] == (400, "InvalidArgumentError")
@@ -432,3 +433,42 @@ def test_max_neighbors_in_range_passes(value: int) -> None:
 def test_chroma_errors_come_before_collection_refusals() -> None:
     assert create(name="a", metadata={"l": [1]})[2] == NAME_RULE + "a"
     assert create(metadata={"l": [1], "hnsw:batch_size": 1})[2] == "Failed to parse hnsw parameters from segment metadata"
+
+
+# ------------------------------------------------------------- serde's reading, details
+
+
+@pytest.mark.parametrize("spec, raw, expected", [
+    (parse.CREATE_COLLECTION, b'{"name": "abc", "configuration": []}',
+     (422, UNPROCESSABLE + "configuration: invalid length 0, expected struct CollectionConfiguration with 3 elements")),
+    (parse.CREATE_COLLECTION, b'{"name": "abc", "configuration": [null, null, null, 5]}',
+     (400, "Failed to parse the request body as JSON: configuration: trailing characters")),
+    (parse.CREATE_COLLECTION, b'{"name": "abc", "configuration": [[1], null, null]}',
+     (400, "Failed to parse the request body as JSON: configuration[0][0]: expected value")),
+    (parse.CREATE_COLLECTION, b'["abc"]',
+     (422, UNPROCESSABLE + "invalid length 1, expected struct CreateCollectionPayload with 5 elements")),
+    (parse.CREATE_COLLECTION, b'["abc", null, null, {"a": 1}, true, 5]',
+     (400, "Failed to parse the request body as JSON: trailing characters")),
+    (parse.UPDATE_COLLECTION, b'[null, {"a": 1}, {"hnsw": [5]}]',
+     (422, UNPROCESSABLE + "[2].hnsw: invalid length 1, expected struct UpdateHnswConfiguration with 6 elements")),
+])
+def test_structs_are_read_from_arrays_as_serde_reads_them(spec: parse.Struct, raw: bytes, expected: Any) -> None:
+    """serde reads a struct from a JSON array too, its fields in declaration order (chroma run's answers)."""
+    with pytest.raises(ApiError) as caught:
+        parse.payload(raw, spec)
+    assert (caught.value.status, caught.value.message) == expected
+
+
+def test_a_struct_from_an_array_names_its_fields() -> None:
+    body = parse.payload(b'["abc", null, [{"ef_search": 5}, null, null], {"a": 1}]', parse.CREATE_COLLECTION)
+    assert (body["name"], body["metadata"], body["get_or_create"]) == ("abc", {"a": 1}, False)
+    assert body["configuration"]["hnsw"]["ef_search"] == 5
+
+
+@pytest.mark.parametrize("spec, path", [(parse.UPSERT, "metadatas[0].a"), (parse.UPDATE, "metadatas[0].a")])
+def test_update_metadata_values_are_chromas_update_metadata_value(spec: parse.Struct, path: str) -> None:
+    body = {"ids": ["a"], "embeddings": E3, "metadatas": [{"a": {"b": 1}}]}
+    assert answer(spec, body) == (422, "ChromaError", UNPROCESSABLE + f"{path}: data did not match any variant of "
+                                                                      "untagged enum UpdateMetadataValue")
+    body = {"new_metadata": {"a": [1, "x"]}}
+    assert answer(parse.UPDATE_COLLECTION, body)[2].endswith("untagged enum UpdateMetadataValue")

@@ -382,7 +382,8 @@ class MetadataMap(Node):
         _refuse_out_of_range(item, path)
         matched = metadata_value(item)
         if matched is None:
-            raise data_error(path, "data did not match any variant of untagged enum MetadataValue")
+            enum = "UpdateMetadataValue" if self.nullable_values else "MetadataValue"  # Chroma's UpdateMetadata
+            raise data_error(path, f"data did not match any variant of untagged enum {enum}")
         return matched[0]
 
 
@@ -421,10 +422,14 @@ def _is_sparse_vector(item: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Field:
+    """One field of a struct. `serde_default`: the field has `#[serde(default)]`, so it may also be
+    left out of the sequence form of its struct (serde reads a struct from a JSON array too)."""
+
     name: str
     node: Node
     required: bool = False
     default: Any = None
+    serde_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -443,6 +448,8 @@ class Struct:
     def check(self, value: Any, path: Path = ()) -> dict[str, Any]:
         if isinstance(value, SyntaxMark):
             raise syntax_error(value)
+        if isinstance(value, list) and not self.flatten:
+            return self._from_sequence(value, path)
         if not isinstance(value, dict):
             raise data_error(path, f"invalid type: {unexpected(value)}, expected struct {self.name}")
         by_name = {f.name: f for f in self.fields}
@@ -457,6 +464,23 @@ class Struct:
             else:
                 out[key] = by_name[key].node.check(item, path + (key,))
         return self._fill_missing(out, path)
+
+    def _from_sequence(self, items: list[Any], path: Path) -> dict[str, Any]:
+        """serde's `visit_seq`: the fields in declaration order; more elements than fields is
+        serde_json's "trailing characters"."""
+        out: dict[str, Any] = {}
+        for i, f in enumerate(self.fields):
+            if i < len(items):
+                out[f.name] = f.node.check(items[i], path + (i,))
+            elif f.serde_default:
+                out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+            else:
+                raise data_error(path, f"invalid length {len(items)}, expected struct {self.name} with "
+                                       f"{len(self.fields)} elements")
+        if len(items) > len(self.fields):
+            mark = find_mark(items)
+            raise syntax_error(mark or SyntaxMark("trailing characters", path))
+        return out
 
     def _skip_unknown(self, key: str, item: Any, path: Path) -> None:
         if self.deny_unknown:
@@ -549,13 +573,13 @@ UPDATE_SPANN_CONFIGURATION = Struct("UpdateSpannConfiguration", (
 
 @dataclass(frozen=True)
 class Configuration(Node):
-    """A collection configuration: checked as serde reads it, handed on as sent (raw JSON)."""
+    """A collection configuration, handed on as serde reads it: every field named, null when
+    absent (as Chroma's Option fields read), and the same from the sequence form."""
 
     struct: Struct
 
     def convert(self, value: Any, path: Path) -> dict[str, Any]:
-        self.struct.check(value, path)
-        return value
+        return self.struct.check(value, path)
 
 
 def _configuration(name: str, hnsw: Struct, spann: Struct) -> Configuration:
@@ -725,8 +749,8 @@ def refuse_breaking_hnsw(hnsw: dict[str, Any] | None, metadata: dict[str, Any] |
         if type(value) is int and not 1 <= value <= HNSW_MAX_NEIGHBORS_MAX:
             raise InvalidArgument(
                 f"Invalid HNSW configuration: {name} must be between 1 and {HNSW_MAX_NEIGHBORS_MAX}, got {value} "
-                "(chroma run 1.5.9 accepts it, then crashes on the collection's first add for 0, and fails that "
-                "add or runs out of memory for large values, depending on the machine)")
+                "(chroma run 1.5.9 accepts it; with 0 it crashes once the collection holds two records, and with "
+                "large values the first add fails, hangs or runs out of memory, depending on the machine)")
 
 
 STRINGS = Seq(Str())
@@ -750,10 +774,10 @@ UPDATE_TENANT = Struct("UpdateTenantPayload", (Field("resource_name", Str(), req
 CREATE_DATABASE = Struct("CreateDatabasePayload", (Field("name", Str(), required=True),))
 CREATE_COLLECTION = Struct("CreateCollectionPayload", (
     Field("name", Str(), required=True),
-    Field("configuration", Opt(COLLECTION_CONFIGURATION)),
     Field("schema", Opt(Opaque("Schema"))),
+    Field("configuration", Opt(COLLECTION_CONFIGURATION)),
     Field("metadata", Opt(MetadataMap(nullable_values=False))),
-    Field("get_or_create", Bool(), default=False),
+    Field("get_or_create", Bool(), default=False, serde_default=True),
 ), after=create_collection_checks)
 UPDATE_COLLECTION = Struct("UpdateCollectionPayload", (
     Field("new_name", Opt(Str())),
@@ -778,7 +802,7 @@ QUERY = Struct("QueryRequestPayload", (
 ), flatten=True)
 FORK = Struct("ForkCollectionPayload", (Field("new_name", Str(), required=True),))
 SEARCH = Struct("SearchRequestPayload", (Field("searches", Seq(AnyJson()), required=True),
-                                         Field("read_level", AnyJson())))
+                                         Field("read_level", AnyJson(), serde_default=True)))
 ATTACH_FUNCTION = Struct("AttachFunctionRequest", (
     Field("name", AnyJson(), required=True), Field("function_id", AnyJson(), required=True),
     Field("output_collection", AnyJson(), required=True),
@@ -986,7 +1010,8 @@ def query_embeddings(rows: list[list[float]]) -> np.ndarray:
         raise InvalidArgument("Inconsistent dimensions in provided embeddings")
     if not rows:
         return np.zeros((0, 0), dtype="<f4")
-    return np.asarray(rows, dtype="<f4")
+    with np.errstate(over="ignore"):  # beyond float32's range is infinite, as `as f32` in Rust
+        return np.asarray(rows, dtype="<f4")
 
 
 EMPTY_ID_MESSAGE = "Empty ID, ID must have at least one character"
