@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,13 +37,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, note, settings
+from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
 from hypothesis import strategies as st
 
 from tests.differential import IdMap, Reply, canonical_query, differences, error_name, normalise_reply, send
 from tests.harness import ChromaRun, Cluster, make_cluster, start_cluster
 
-MAX_EXAMPLES = 100  # besides the FINDINGS; about 0.2 s each on a loaded 2-core machine
+# Besides the FINDINGS; about 0.2 s each on a loaded 2-core machine. A longer hunt, reproducible:
+# RAFTCHROMA_PROPERTY_SEED=7 RAFTCHROMA_PROPERTY_EXAMPLES=1000 pytest tests/test_differential_property.py
+MAX_EXAMPLES = int(os.environ.get("RAFTCHROMA_PROPERTY_EXAMPLES", "100"))
+SEED = os.environ.get("RAFTCHROMA_PROPERTY_SEED")  # unset: hypothesis's derandomized seed
 WRITE_DEADLINE_S = 20.0  # a normal write slower than this means a wedged node
 CLUSTER_KEYS = "write_timeout_s = 15.0\nread_timeout_s = 15.0"
 DB = "/api/v2/tenants/default_tenant/databases/default_database"
@@ -192,7 +196,10 @@ def records_writes(draw: st.DrawFn) -> Request:
         body["metadatas"] = columns(draw, len(ids), metadata)
     if draw(st.booleans()):
         body["documents"] = columns(draw, len(ids), st.one_of(st.none(), st.sampled_from(["tart", "", "\x00", "é"])))
-    return Request(kind, "POST", TARGET + "/" + kind, body)
+    # Chroma's 501 for sparse vectors names one key of a metadata, in hash-map order.
+    several_sparse = any(isinstance(m, dict) and sum(isinstance(v, dict) for v in m.values()) > 1
+                         for m in body.get("metadatas") or [])
+    return Request(kind, "POST", TARGET + "/" + kind, body, exact=not several_sparse)
 
 
 WHERE_KEYS = st.sampled_from(["k", "n", "tags", "ok", "#document", "", "$x", "chroma:document", "$contains"])
@@ -490,7 +497,8 @@ def final_state(pair: Pair) -> None:
 
 
 def test_generated_requests_answer_like_chroma(pair: Pair) -> None:
-    @settings(derandomize=True, max_examples=MAX_EXAMPLES, deadline=None, database=None,
+    @seed(int(SEED or 0))
+    @settings(derandomize=SEED is None, max_examples=MAX_EXAMPLES, deadline=None, database=None,
               phases=[Phase.explicit, Phase.generate], print_blob=False,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(request=REQUESTS)

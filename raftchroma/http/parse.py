@@ -571,19 +571,10 @@ UPDATE_SPANN_CONFIGURATION = Struct("UpdateSpannConfiguration", (
     Field("search_nprobe", _U32), Field("ef_search", _USIZE)), deny_unknown=True)
 
 
-@dataclass(frozen=True)
-class Configuration(Node):
-    """A collection configuration, handed on as serde reads it: every field named, null when
-    absent (as Chroma's Option fields read), and the same from the sequence form."""
-
-    struct: Struct
-
-    def convert(self, value: Any, path: Path) -> dict[str, Any]:
-        return self.struct.check(value, path)
-
-
-def _configuration(name: str, hnsw: Struct, spann: Struct) -> Configuration:
-    return Configuration(Struct(name, (
+def _configuration(name: str, hnsw: Struct, spann: Struct) -> Nested:
+    """A collection configuration. It is handed to the store as serde reads it: every field
+    named, null where absent (Chroma's Option fields read both alike), also from an array."""
+    return Nested(Struct(name, (
         Field("hnsw", Opt(Nested(hnsw))), Field("spann", Opt(Nested(spann))),
         Field("embedding_function", Opt(EmbeddingFunction())),
     )))
@@ -721,7 +712,7 @@ def _legacy_hnsw_parameters_ok(metadata: dict[str, Any] | None) -> bool:
 # fail the same way on the committed entry. Refused with 400 InvalidArgumentError instead.
 
 RESERVED_KEY_PREFIX = "chroma:"
-HNSW_MAX_NEIGHBORS_MAX = 10_000  # hnswlib's own cap on M
+HNSW_MAX_NEIGHBORS_MAX = 10_000  # where upstream hnswlib caps M; Chroma's copy does not
 
 
 def reserved_key_problem(metadatas: list[dict[str, Any] | None] | None) -> str | None:
