@@ -359,6 +359,10 @@ FINDINGS = [
     Request("create", "POST", COLS, {"name": "gen-one", "configuration": {"hnsw": {"max_neighbors": 0}}}),
     Request("create", "POST", COLS, {"name": "gen-one", "configuration": {"hnsw": {"max_neighbors": 2 ** 31 - 1}}}),
     Request("create", "POST", COLS, {"name": "gen-one", "metadata": {"hnsw:M": 0}}),
+    Request("create", "POST", COLS, {"name": "gen-one", "schema": {"defaults": {}, "keys": {"#embedding": {
+        "float_list": {"vector_index": {"enabled": True, "config": {"space": "l2", "hnsw": {"max_neighbors": 0}}}}}}}}),
+    Request("create", "POST", COLS, {"name": "gen-one", "schema": {"defaults": {}, "keys": {"#embedding": {
+        "float_list": {"vector_index": {"enabled": True, "config": {"space": "ip", "hnsw": {"max_neighbors": 8}}}}}}}}),
     Request("create", "POST", COLS, {"name": "gen-one", "metadata": {"hnsw:M": 1, "chroma:document": 5}}),
     Request("create", "POST", COLS, {"name": "gen-one", "configuration": {"hnsw": {"sync_threshold": 0, "batch_size": 0,
                                                                                    "resize_factor": -5, "ef_search": 0}}}),
@@ -392,10 +396,19 @@ def breaks_chroma(request: Request) -> bool:
         metadata = body.get("metadata" if request.kind == "create" else "new_metadata") or {}
         configuration = body.get("configuration" if request.kind == "create" else "new_configuration")
         hnsw = configuration.get("hnsw") if isinstance(configuration, dict) else None
-        neighbors = [hnsw.get("max_neighbors") if isinstance(hnsw, dict) else None, metadata.get("hnsw:M")]
+        neighbors = [hnsw.get("max_neighbors") if isinstance(hnsw, dict) else None, metadata.get("hnsw:M"),
+                     *_schema_neighbors(body.get("schema"))]
         return (any(isinstance(v, (list, dict)) for v in metadata.values())
                 or any(type(n) is int and n not in MAX_NEIGHBORS_RANGE for n in neighbors))
     return False
+
+
+def _schema_neighbors(schema: Any) -> list[Any]:
+    if not isinstance(schema, dict):
+        return []
+    types = [schema.get("defaults"), *(schema.get("keys") or {}).values()]
+    return [t["float_list"]["vector_index"]["config"]["hnsw"].get("max_neighbors") for t in types
+            if isinstance(t, dict) and "hnsw" in t.get("float_list", {}).get("vector_index", {}).get("config", {})]
 
 
 def deliberately_refused(reply: Reply) -> bool:

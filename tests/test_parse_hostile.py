@@ -424,6 +424,31 @@ def test_max_neighbors_out_of_range_is_refused(value: int) -> None:
         assert f"hnsw:M must be between 1 and 10000, got {value}" in create(metadata={"hnsw:M": value})[2]
 
 
+def schema_with(max_neighbors: Any, where: str = "keys", value_types: str = "float_list",
+                index: str = "vector_index") -> dict[str, Any]:
+    hnsw = {"ef_construction": 100, "max_neighbors": max_neighbors}
+    types = {value_types: {index: {"enabled": True, "config": {"space": "l2", "hnsw": hnsw}}}}
+    return {"defaults": types, "keys": {}} if where == "defaults" else {"defaults": {}, where: {"#embedding": types}}
+
+
+@pytest.mark.parametrize("schema", [
+    schema_with(0), schema_with(2 ** 31 - 1), schema_with(0, where="defaults"), schema_with(0, where="key_overrides"),
+    schema_with(0, value_types="#float_list", index="$vector_index"),
+], ids=["keys", "huge", "defaults", "alias-keys", "alias-types"])
+def test_max_neighbors_out_of_range_in_a_schema_is_refused(schema: dict[str, Any]) -> None:
+    """chroma run 1.5.9: a schema whose #embedding vector index has max_neighbors 0 kills the
+    process at the second record, as the configuration does; 2**31 breaks the collection."""
+    status, name, message = create(schema=schema)
+    assert (status, name) == (400, "InvalidArgumentError")
+    assert message.startswith("Invalid HNSW configuration: schema.")
+
+
+@pytest.mark.parametrize("schema", [schema_with(16), schema_with(None), {"defaults": {}, "keys": {"#embedding": {}}},
+                                    {"defaults": 5}, {"defaults": {}, "keys": {"k": 5}}], ids=repr)
+def test_other_schemas_are_left_to_the_store(schema: Any) -> None:
+    assert create(schema=schema) == "ok"
+
+
 @pytest.mark.parametrize("value", [1, 16, parse.HNSW_MAX_NEIGHBORS_MAX])
 def test_max_neighbors_in_range_passes(value: int) -> None:
     assert create(configuration={"hnsw": {"max_neighbors": value}}) == "ok"

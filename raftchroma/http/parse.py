@@ -604,7 +604,9 @@ def create_collection_checks(body: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise InvalidArgument("Validation error: " + "\n".join(f"{field}: {message}" for field, message in problems))
     refuse_breaking_collection_metadata(body["metadata"])
-    refuse_breaking_hnsw(hnsw, body["metadata"])
+    refuse_breaking_max_neighbors([("max_neighbors", (hnsw or {}).get("max_neighbors")),
+                                   ("hnsw:M", (body["metadata"] or {}).get("hnsw:M")),
+                                   *schema_max_neighbors(body["schema"])])
     return body
 
 
@@ -612,7 +614,8 @@ def update_collection_checks(body: dict[str, Any]) -> dict[str, Any]:
     """Chroma looks the collection up (404) before its other checks of an update, and this code
     cannot see the store: they stay there. Only what breaks Chroma is refused here."""
     refuse_breaking_collection_metadata(body["new_metadata"])
-    refuse_breaking_hnsw((body["new_configuration"] or {}).get("hnsw"), None)
+    hnsw = (body["new_configuration"] or {}).get("hnsw")
+    refuse_breaking_max_neighbors([("max_neighbors", (hnsw or {}).get("max_neighbors"))])
     return body
 
 
@@ -734,14 +737,38 @@ def refuse_breaking_collection_metadata(metadata: dict[str, Any] | None) -> None
                 "and sparse vectors in collection metadata; they are allowed in record metadata)")
 
 
-def refuse_breaking_hnsw(hnsw: dict[str, Any] | None, metadata: dict[str, Any] | None) -> None:
-    candidates = (("max_neighbors", (hnsw or {}).get("max_neighbors")), ("hnsw:M", (metadata or {}).get("hnsw:M")))
+def refuse_breaking_max_neighbors(candidates: list[tuple[str, Any]]) -> None:
     for name, value in candidates:
         if type(value) is int and not 1 <= value <= HNSW_MAX_NEIGHBORS_MAX:
             raise InvalidArgument(
                 f"Invalid HNSW configuration: {name} must be between 1 and {HNSW_MAX_NEIGHBORS_MAX}, got {value} "
                 "(chroma run 1.5.9 accepts it; with 0 it crashes once the collection holds two records, and with "
                 "large values the first add fails, hangs or runs out of memory, depending on the machine)")
+
+
+def schema_max_neighbors(schema: Any) -> list[tuple[str, Any]]:
+    """The HNSW `max_neighbors` of each vector index in a collection schema (passed to the store
+    as raw JSON), under the names and aliases serde reads."""
+    if not isinstance(schema, dict):
+        return []
+    value_types = [("defaults", schema.get("defaults"))]
+    for keys in ("keys", "key_overrides"):
+        if isinstance(schema.get(keys), dict):
+            value_types += [(f"{keys}.{key}", types) for key, types in schema[keys].items()]
+    found = []
+    for where, types in value_types:
+        hnsw = _dig(types, ("float_list", "#float_list"), ("vector_index", "$vector_index"), ("config",), ("hnsw",))
+        if isinstance(hnsw, dict):
+            found.append((f"schema.{where}.float_list.vector_index.config.hnsw.max_neighbors", hnsw.get("max_neighbors")))
+    return found
+
+
+def _dig(value: Any, *steps: tuple[str, ...]) -> Any:
+    for names in steps:
+        if not isinstance(value, dict):
+            return None
+        value = next((value[name] for name in names if name in value), None)
+    return value
 
 
 STRINGS = Seq(Str())
