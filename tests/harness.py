@@ -1,4 +1,5 @@
-"""Test harness: real `raftchroma serve` processes on free 127.0.0.1 ports in a temp dir.
+"""Test harness: real `raftchroma serve` processes on free 127.0.0.1 ports in a temp dir, and the
+real `chroma run` that differential tests compare them with.
 
 Owns: writing a cluster.toml, starting each node in its own process group, polling (never
 sleeping) until the cluster has a leader, killing exactly the processes it started, and
@@ -208,3 +209,51 @@ def start_cluster(cluster: Cluster, timeout_s: float = 60.0) -> str:
     for node_id in cluster.nodes:
         cluster.start(node_id)
     return cluster.leader(timeout_s=timeout_s)
+
+
+CHROMA_EXE = Path(PYTHON).parent / "chroma"
+CHROMA_START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ChromaRun:
+    """One `chroma run` (the chromadb package's server) on a free port, with its data and log under
+    `root`, in its own process group; `stop` kills exactly that group."""
+
+    root: Path
+    port: int = field(default_factory=lambda: free_ports(1)[0])
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert not self.alive(), "chroma run is already running"
+        log = open(self.root / "chroma.log", "ab")
+        cmd = [str(CHROMA_EXE), "run", "--path", str(self.root / "data"), "--port", str(self.port)]
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                        cwd=self.root)
+        log.close()
+
+    def wait_ready(self) -> None:
+        def up() -> bool:
+            assert self.alive(), "chroma run exited during start-up"
+            try:
+                return http("GET", self.url + "/api/v2/heartbeat", timeout_s=1.0)[0] == 200
+            except OSError:
+                return False
+        wait_for(up, CHROMA_START_TIMEOUT_S, "chroma run to answer its heartbeat")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process is not None:
+            self.process.wait(timeout=30)

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,10 +24,8 @@ import numpy as np
 import pytest
 
 from tests.differential import IdMap, Reply, canonical_query, differences, error_name, normalise_reply, send
-from tests.harness import Cluster, free_ports, make_cluster, start_cluster, wait_for
+from tests.harness import ChromaRun, Cluster, make_cluster, start_cluster
 
-CHROMA_EXE = Path(sys.executable).parent / "chroma"
-CHROMA_START_TIMEOUT_S = 30.0
 LIN = {"X-Raftchroma-Read-Consistency": "linearizable"}
 INDEX_HEADER = "x-raftchroma-index"
 
@@ -461,25 +455,6 @@ SCRIPT = SYSTEM + TENANTS_AND_DATABASES + COLLECTIONS + RECORD_WRITES + EMPTY_LI
 # ----------------------------------------------------------------- servers
 
 
-def start_chroma(root: Path, port: int) -> subprocess.Popen[bytes]:
-    log = open(root / "chroma.log", "wb")
-    cmd = [str(CHROMA_EXE), "run", "--path", str(root / "data"), "--port", str(port)]
-    env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=root)
-    log.close()
-    return process
-
-
-def wait_chroma(process: subprocess.Popen[bytes], url: str) -> None:
-    def up() -> bool:
-        assert process.poll() is None, "chroma run exited during start-up"
-        try:
-            return send("GET", url + V2 + "/heartbeat", timeout_s=1.0).status == 200
-        except OSError:
-            return False
-    wait_for(up, CHROMA_START_TIMEOUT_S, "chroma run to answer its heartbeat")
-
-
 @dataclass
 class Servers:
     chroma_url: str
@@ -489,21 +464,17 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    chroma_root = Path(tmp_path_factory.mktemp("chroma"))
+    chroma = ChromaRun(Path(tmp_path_factory.mktemp("chroma")))
     cluster = make_cluster(Path(tmp_path_factory.mktemp("raftchroma")), allow_reset=False)
-    port = free_ports(1)[0]
-    chroma = start_chroma(chroma_root, port)  # starts while the cluster elects a leader
     try:
+        chroma.start()  # starts while the cluster elects a leader
         leader = start_cluster(cluster)
         follower = next(node_id for node_id in cluster.nodes if node_id != leader)
-        chroma_url = f"http://127.0.0.1:{port}"
-        wait_chroma(chroma, chroma_url)
-        yield Servers(chroma_url, cluster.node(follower).url, cluster)
+        chroma.wait_ready()
+        yield Servers(chroma.url, cluster.node(follower).url, cluster)
     finally:
         cluster.stop_all()
-        if chroma.poll() is None:
-            os.killpg(chroma.pid, signal.SIGKILL)
-        chroma.wait(timeout=30)
+        chroma.stop()
 
 
 # ----------------------------------------------------------------- session

@@ -13,6 +13,7 @@ Pure functions, no I/O. Positions (" at line L column C") are not reproduced.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +114,9 @@ def read(raw: bytes) -> Body:
     if not _has_lone_surrogate(raw):
         try:
             text = raw.decode("utf-8")
-            return Body(json.loads(text, parse_constant=_reject, object_pairs_hook=object_from_pairs), None)
+            parse_float = _finite_float if _may_overflow(raw) else None
+            return Body(json.loads(text, parse_constant=_reject, parse_float=parse_float,
+                                   object_pairs_hook=object_from_pairs), None)
         except (UnicodeDecodeError, ValueError, RecursionError):
             pass
     return _Reader(raw).document()
@@ -121,6 +124,22 @@ def read(raw: bytes) -> Body:
 
 def _reject(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# A float literal beyond f64 (1e400) is infinite to Python and "number out of range" to serde_json;
+# it needs an exponent of three digits or more than 308 digits. Only such bodies pay for the check.
+_MAY_OVERFLOW_RE = re.compile(rb"[eE][+]?0*[1-9][0-9]{2}|[0-9]{309}")
+
+
+def _may_overflow(raw: bytes) -> bool:
+    return _MAY_OVERFLOW_RE.search(raw) is not None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")  # our reader reports it where serde_json does
+    return value
 
 
 def find_mark(value: Any) -> SyntaxMark | None:
@@ -146,7 +165,7 @@ _DIGITS = "0123456789"
 MAX_DEPTH = 127  # serde_json's recursion limit: the 128th nested array or object is refused
 MAX_FAST_FAILURES = 8  # bounds the C re-scans of a hostile, deeply nested body
 _NOT_UTF8_RE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (decoded with surrogateescape)
-_DECODER = json.JSONDecoder(parse_constant=_reject, object_pairs_hook=object_from_pairs)
+_DECODER = json.JSONDecoder(parse_constant=_reject, parse_float=_finite_float, object_pairs_hook=object_from_pairs)
 _NO_VALUE = object()
 
 
