@@ -17,6 +17,7 @@ versions keep decoding: `tests/test_command.py` holds golden bytes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union
@@ -189,6 +190,18 @@ def op_to_wire(op: Op, rid: bytes) -> dict[str, Any]:
 
 
 _OMITTED_WHEN_EMPTY = ("keep_rows", "hnsw_num_threads")  # written only when set, so older entries keep their bytes
+
+
+_CHOSEN_BY_PROPOSER = {"create_collection": ("collection_id", "hnsw_num_threads"), "create_database": ("database_id",)}
+
+
+def request_digest(op: Op) -> str:
+    """What a client request asked for, without what the proposing node chose for it (new ids,
+    num_threads): a retry of the same request has the same digest on any node."""
+    wire = op_to_wire(op, b"")
+    for name in _CHOSEN_BY_PROPOSER.get(wire["kind"], ()):
+        wire.pop(name, None)
+    return hashlib.sha256(msgpack.packb(wire, use_bin_type=True)).hexdigest()[:32]
 
 
 def encode_entry(proposals: list[Proposal]) -> bytes:

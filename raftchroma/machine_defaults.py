@@ -24,19 +24,19 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def hnsw_num_threads(configuration: dict[str, Any] | None, schema: dict[str, Any] | None) -> int | None:
-    """The `num_threads` to write into a new collection's op, or None when the client set one."""
-    hnsw = (configuration or {}).get("hnsw")
-    if isinstance(hnsw, dict) and hnsw.get("num_threads") is not None:
-        return None
-    if schema is not None and _mentions(schema, "num_threads"):
-        return None
-    return available_cpus()
+def hnsw_num_threads(configuration: dict[str, Any] | None, schema: dict[str, Any] | None) -> int:
+    """The `num_threads` a new collection's op carries: the client's, if it set one where Chroma
+    reads it (the configuration's hnsw, or the schema's #embedding vector index), else this
+    machine's CPU count. The store writes it into every place of the stored schema."""
+    given = _path(configuration, "hnsw", "num_threads")
+    if given is None:
+        given = _path(schema, "keys", "#embedding", "float_list", "vector_index", "config", "hnsw", "num_threads")
+    return given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else available_cpus()
 
 
-def _mentions(value: Any, key: str) -> bool:
-    if isinstance(value, dict):
-        return key in value or any(_mentions(v, key) for v in value.values())
-    if isinstance(value, list):
-        return any(_mentions(v, key) for v in value)
-    return False
+def _path(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value

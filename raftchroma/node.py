@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raftchroma import snapshot, state_machine
-from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry, encode_entry
+from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry, encode_entry, request_digest
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
@@ -252,6 +252,7 @@ class Node:
         stale = generation != self._install_generation  # a newer snapshot was installed meanwhile
         ahead = raft_meta["index"] < self._skip_through  # the kept store is newer than this index
         if stale or ahead:
+            self._snapshot_forced = False  # a later snapshot may be forced again
             self.replication.snapshot_done(False)
             return
         try:
@@ -306,10 +307,10 @@ class Node:
     async def write(self, op: Op, request_id: str | None = None) -> tuple[int, Result]:
         """Commit `op` through the log; return (log index, result as applied on this node).
         With a client `request_id` already applied here, answer its first outcome at once."""
-        if request_id is not None:
+        if request_id is not None:  # already applied here: answer without proposing
             remembered = self.store.recall(request_id)
-            if remembered is not None:
-                return remembered
+            if remembered is not None and remembered.collection is None and remembered.digest == request_digest(op):
+                return remembered.index, Result(remembered.status, remembered.body)
         if len(self._waiters) >= MAX_PENDING_WRITES or self._apply_queue.qsize() >= MAX_APPLY_BACKLOG:
             raise Overloaded(f"This node has {len(self._waiters)} writes in flight and {self._apply_queue.qsize()} "
                              "entries to apply; nothing was written, retry later")

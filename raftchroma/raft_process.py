@@ -149,9 +149,11 @@ class _ChildSnapshots:
     """Replication's snapshot hooks in the child: verify and pin here (PySyncObj may replace the
     file at once), let the parent's applier do the work."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, data_dir: Path) -> None:
         self._outbox = outbox
         self._pins = itertools.count(1)
+        for leftover in (*data_dir.glob(f"{SNAPSHOT_FILE_NAME}.install-*"), data_dir / f"{SNAPSHOT_FILE_NAME}.local"):
+            leftover.unlink(missing_ok=True)  # from a run that stopped before installing or promoting them
 
     def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None:
         self._outbox.put("snapshot", str(final_path), raft_meta)
@@ -195,7 +197,7 @@ def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, 
     from raftchroma.replication import Replication
     try:
         return Replication(config, node, lambda index, data: outbox.put("entry", index, data),
-                           fault_injection, _ChildSnapshots(outbox), faults, on_fatal=_stop_raft)
+                           fault_injection, _ChildSnapshots(outbox, Path(node.data_dir)), faults, on_fatal=_stop_raft)
     except (JournalCorrupt, snapshot.SnapshotCorrupt) as exc:
         kind = "journal" if isinstance(exc, JournalCorrupt) else "snapshot"
         outbox.put("fatal", kind, str(exc))

@@ -17,16 +17,18 @@ is part of the replicated state (snapshots, restarts), so every replica forgets 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from raftchroma.command import (
     Barrier, CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords,
-    Op, Proposal, Reset, UpdateCollection, WriteRecords,
+    Op, Proposal, Reset, UpdateCollection, WriteRecords, request_digest,
 )
-from raftchroma.result import Refused, Result, not_found_collection
+from raftchroma.result import Refused, Result, error_body, not_found_collection
 
 OUTCOME_WINDOW = 4096  # client request ids whose first outcome is remembered
+MAX_REMEMBERED_BODY_BYTES = 2048  # a larger answer is kept by reference (a collection) or cut (a message)
 UNIQUE_NAME_MESSAGE = ("Database error: error returned from database: (code: 2067) UNIQUE constraint failed: "
                        "collections.name, collections.database_id")  # what `chroma run` answers a rename onto a taken name
 
@@ -40,8 +42,9 @@ class StateStore(Protocol):
     def database_exists(self, tenant: str, name: str) -> bool: ...
     def collection(self, tenant: str, database: str, api_id: str) -> Any: ...  # .name, .dimension or None
     def collection_named(self, tenant: str, database: str, name: str) -> Any: ...  # .api_id or None
-    def recall(self, request_id: str) -> tuple[int, Result] | None: ...
-    def remember(self, request_id: str, index: int, result: Result, window: int) -> None: ...
+    def recall(self, request_id: str) -> Remembered | None: ...
+    def remember(self, request_id: str, remembered: Remembered, window: int) -> None: ...
+    def rendered_collection(self, tenant: str, database: str, api_id: str) -> dict[str, Any] | None: ...
     def create_tenant(self, name: str) -> None: ...
     def create_database(self, tenant: str, name: str, database_id: str) -> None: ...
     def delete_database(self, tenant: str, name: str) -> None: ...
@@ -51,6 +54,19 @@ class StateStore(Protocol):
     def write_records(self, op: WriteRecords) -> None: ...
     def delete_records(self, op: DeleteRecords) -> int: ...
     def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """The first outcome of a client request id, as the replicated state keeps it: small, so the
+    window is bounded in bytes too. A new collection's answer is kept as its id and rendered again
+    when asked (`collection`); a long error message is cut."""
+
+    index: int
+    status: int
+    body: Any
+    digest: str | None  # request_digest of the first request (None: kept by an older version)
+    collection: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,14 +81,38 @@ class Outcome:
 def apply(store: StateStore, proposal: Proposal, index: int) -> Outcome:
     """Apply one committed proposal at log `index`."""
     request_id = proposal.request_id
-    if request_id is not None:
-        remembered = store.recall(request_id)
-        if remembered is not None:
-            return Outcome(*remembered)
+    if request_id is None:
+        return Outcome(index, apply_op(store, proposal.op))
+    digest = request_digest(proposal.op)
+    remembered = store.recall(request_id)
+    if remembered is not None:
+        return repeat(store, proposal.op, digest, remembered, index)
     result = apply_op(store, proposal.op)
-    if request_id is not None:
-        store.remember(request_id, index, result, OUTCOME_WINDOW)
+    store.remember(request_id, _remembered(proposal.op, result, index, digest), OUTCOME_WINDOW)
     return Outcome(index, result)
+
+
+def repeat(store: StateStore, op: Op, digest: str, remembered: Remembered, index: int) -> Outcome:
+    """The answer to a request id seen before: its first outcome, or a refusal if the id was
+    first used for another request (a client bug, or a guessed id: never someone else's answer)."""
+    if remembered.digest is not None and remembered.digest != digest:
+        return Outcome(index, Result.error(400, "InvalidArgumentError",
+                                           "X-Raftchroma-Request-Id was already used for a different request"))
+    body = remembered.body
+    if remembered.collection is not None and isinstance(op, CreateCollection):
+        body = store.rendered_collection(op.tenant, op.database, remembered.collection) or {"id": remembered.collection}
+    return Outcome(remembered.index, Result(remembered.status, body))
+
+
+def _remembered(op: Op, result: Result, index: int, digest: str) -> Remembered:
+    if len(json.dumps(result.body, default=str)) <= MAX_REMEMBERED_BODY_BYTES:
+        return Remembered(index, result.status, result.body, digest)
+    if isinstance(op, CreateCollection) and result.ok:
+        return Remembered(index, result.status, None, digest, collection=result.body["id"])
+    if not result.ok:
+        cut = error_body(result.body["error"], result.body["message"][:MAX_REMEMBERED_BODY_BYTES // 2] + "...")
+        return Remembered(index, result.status, cut, digest)
+    return Remembered(index, result.status, None, digest)
 
 
 def apply_op(store: StateStore, op: Op) -> Result:
@@ -90,7 +130,7 @@ def _create_tenant(store: StateStore, op: CreateTenant) -> Result:
 
 
 def _create_database(store: StateStore, op: CreateDatabase) -> Result:
-    if store.database_exists(op.tenant, op.name):
+    if store.database_exists(op.tenant, op.name):  # made by an op before this one (see Store.database_exists)
         return Result.error(409, "ChromaError", f"Database [{op.name}] already exists")
     store.create_database(op.tenant, op.name, op.database_id)
     return Result(200, {})
@@ -102,9 +142,10 @@ def _delete_database(store: StateStore, op: DeleteDatabase) -> Result:
 
 
 def _create_collection(store: StateStore, op: CreateCollection) -> Result:
-    if not op.get_or_create and store.database_exists(op.tenant, op.database) \
-            and store.collection_named(op.tenant, op.database, op.name) is not None:
-        return Result.error(409, "ChromaError", f"Collection [{op.name}] already exists")
+    if not op.get_or_create and store.database_exists(op.tenant, op.database):
+        existing = store.collection_named(op.tenant, op.database, op.name)
+        if existing is not None and existing.api_id != op.collection_id:  # not this op's own earlier try
+            return Result.error(409, "ChromaError", f"Collection [{op.name}] already exists")
     return Result(200, store.create_collection(op))
 
 

@@ -15,6 +15,7 @@ The store is derived state: it is rebuilt from the Raft log (see docs/ARCHITECTU
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -34,6 +35,7 @@ from chromadb import errors as chroma_errors
 
 from raftchroma import snapshot
 from raftchroma.command import CreateCollection, DeleteRecords, UpdateCollection, WriteRecords, unpack_embeddings
+from raftchroma.state_machine import Remembered
 from raftchroma.result import (
     ENVIRONMENTAL_ERRNOS, Refused, Result, StoreFault, StoreUnavailable, not_found_collection,
 )
@@ -78,7 +80,7 @@ class Store:
         self._collections: dict[str, CollectionRef] = {}
         self._local_to_api: dict[str, str] = {}
         self._database_ids: dict[str, str] = {DEFAULT_DATABASE_ID: DEFAULT_DATABASE_ID}
-        self._outcomes: OrderedDict[str, tuple[int, int, Any]] = OrderedDict()  # client request id -> outcome
+        self._outcomes: OrderedDict[str, Remembered] = OrderedDict()  # client request id -> first outcome
         self._swap = threading.Condition()  # readers vs. a snapshot install swapping the store
         self._readers = 0
         self._swapping = False
@@ -172,7 +174,7 @@ class Store:
         with self._lock:
             return {"collections": {k: [r.local_id, r.tenant, r.database] for k, r in self._collections.items()},
                     "database_ids": dict(self._database_ids),
-                    "outcomes": [[rid, *outcome] for rid, outcome in self._outcomes.items()]}
+                    "outcomes": [[rid, *dataclasses.astuple(kept)] for rid, kept in self._outcomes.items()]}
 
     def install_snapshot(self, path: Path, header: dict[str, Any]) -> None:
         """Replace the whole store with the snapshot's (applier thread only)."""
@@ -196,7 +198,7 @@ class Store:
             self._collections = {k: CollectionRef(*v) for k, v in maps["collections"].items()}
             self._local_to_api = {ref.local_id: k for k, ref in self._collections.items()}
             self._database_ids = dict(maps["database_ids"])
-            self._outcomes = OrderedDict((rid, (index, status, body)) for rid, index, status, body in maps.get("outcomes", []))
+            self._outcomes = OrderedDict((kept[0], Remembered(*kept[1:])) for kept in maps.get("outcomes", []))
 
     # ------------------------------------------------- what the state machine asks
 
@@ -204,7 +206,16 @@ class Store:
         return self._exists(lambda: self._bindings.get_tenant(name))
 
     def database_exists(self, tenant: str, name: str) -> bool:
-        return self._exists(lambda: self._bindings.get_database(name, tenant))
+        """Whether an op already made this database. One that exists in Chroma but has no API id
+        yet can only be the current op's own attempt, cut short by a failure of the machine
+        (ops apply one at a time, each until it succeeds), so it counts as not made yet."""
+        with self._translated("database_exists"):
+            try:
+                local = self._bindings.get_database(name, tenant)
+            except chroma_errors.NotFoundError:
+                return False
+        with self._lock:
+            return str(local.id) in self._database_ids
 
     def collection(self, tenant: str, database: str, api_id: str) -> CollectionInfo | None:
         """The collection with this API id in this scope, or None."""
@@ -236,18 +247,27 @@ class Store:
                 return False
         return True
 
-    def recall(self, request_id: str) -> tuple[int, Result] | None:
+    def recall(self, request_id: str) -> Remembered | None:
         """The first outcome of a write that carried this client request id, if still remembered."""
         with self._lock:
-            kept = self._outcomes.get(request_id)
-        return None if kept is None else (kept[0], Result(kept[1], kept[2]))
+            return self._outcomes.get(request_id)
 
-    def remember(self, request_id: str, index: int, result: Result, window: int) -> None:
+    def remember(self, request_id: str, remembered: Remembered, window: int) -> None:
         """Keep the outcome; forget the oldest beyond `window` ids (the same on every replica)."""
         with self._lock:
-            self._outcomes[request_id] = (index, result.status, result.body)
+            self._outcomes[request_id] = remembered
             while len(self._outcomes) > window:
                 self._outcomes.popitem(last=False)
+
+    def rendered_collection(self, tenant: str, database: str, api_id: str) -> dict[str, Any] | None:
+        ref = self._ref(api_id, tenant, database)
+        if ref is None:
+            return None
+        with self._translated("rendered_collection"):
+            try:
+                return self._render_collection(self._bindings.get_collection_by_id(ref.local_id, tenant, database))
+            except chroma_errors.NotFoundError:
+                return None
 
     # ------------------------------------------------------------- changes
 
@@ -256,8 +276,10 @@ class Store:
             self._bindings.create_tenant(name)
 
     def create_database(self, tenant: str, name: str, database_id: str) -> None:
+        """Create and map; idempotent, so a retry after a failed machine finishes the job."""
         with self._translated("create_database"):
-            self._bindings.create_database(name, tenant)
+            if not self._exists(lambda: self._bindings.get_database(name, tenant)):
+                self._bindings.create_database(name, tenant)
             local = self._bindings.get_database(name, tenant)
         with self._lock:
             self._database_ids[str(local.id)] = database_id
@@ -273,18 +295,37 @@ class Store:
 
     def create_collection(self, op: CreateCollection) -> dict[str, Any]:
         """Create (or, with get_or_create, get) the collection; its rendering."""
-        with self._translated("create_collection"):
-            col = self._bindings.create_collection(
-                op.name, op.configuration_json, op.schema_json, op.metadata, op.get_or_create, op.tenant, op.database)
+        col = self._own_collection(op)  # this op's own earlier try, cut short by the machine
+        if col is None:
+            with self._translated("create_collection"):
+                col = self._bindings.create_collection(
+                    op.name, op.configuration_json, op.schema_json, op.metadata, op.get_or_create, op.tenant,
+                    op.database)
         local_id = str(col.id)
         with self._lock:
-            created = local_id not in self._local_to_api
+            created = self._local_to_api.get(local_id, op.collection_id) == op.collection_id
             if created:
                 self._collections[op.collection_id] = CollectionRef(local_id, op.tenant, op.database)
                 self._local_to_api[local_id] = op.collection_id
         if created and op.hnsw_num_threads is not None:
             col = self._set_num_threads(col, op)
         return self._render_collection(col)
+
+    def _own_collection(self, op: CreateCollection) -> Any:
+        """The collection this op created before a failure of the machine stopped it: mapped to
+        the op's id already, or in Chroma under the op's name with no API id (ops apply one at a
+        time, each until it succeeds, so nothing else can have made it)."""
+        with self._lock:
+            ref = self._collections.get(op.collection_id)
+        with self._translated("create_collection"):
+            try:
+                if ref is not None:
+                    return self._bindings.get_collection_by_id(ref.local_id, op.tenant, op.database)
+                col = self._bindings.get_collection(op.name, op.tenant, op.database)
+            except (chroma_errors.NotFoundError, chroma_errors.InvalidArgumentError):
+                return None
+        with self._lock:
+            return col if str(col.id) not in self._local_to_api else None
 
     def _set_num_threads(self, col: Any, op: CreateCollection) -> Any:
         """Chroma fills HNSW `num_threads` with this machine's CPU count, so replicas on different
@@ -343,7 +384,7 @@ class Store:
             self._collections.clear()
             self._local_to_api.clear()
             self._database_ids = {DEFAULT_DATABASE_ID: DEFAULT_DATABASE_ID}
-            self._outcomes.clear()
+            # The remembered outcomes stay: a retry after a reset must not apply twice.
 
     def _forget_collection(self, api_id: str) -> None:
         ref = self._collections.pop(api_id, None)

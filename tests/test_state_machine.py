@@ -35,6 +35,7 @@ class Col:
     name: str
     dimension: int | None = None
     records: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
 
 
 class FakeStore:
@@ -44,7 +45,7 @@ class FakeStore:
         self.tenants = {T}
         self.databases = {(T, D)}
         self.collections: dict[tuple[str, str, str], Col] = {}
-        self.outcomes: dict[str, tuple[int, Result]] = {}
+        self.outcomes: dict[str, state_machine.Remembered] = {}
         self.order: list[str] = []
         self.changes = 0
         self.fail_with: Exception | None = None
@@ -66,14 +67,18 @@ class FakeStore:
     def collection_named(self, tenant: str, database: str, name: str) -> Col | None:
         return self.collections.get((tenant, database, name))
 
-    def recall(self, request_id: str) -> tuple[int, Result] | None:
+    def recall(self, request_id: str) -> state_machine.Remembered | None:
         return self.outcomes.get(request_id)
 
-    def remember(self, request_id: str, index: int, result: Result, window: int) -> None:
-        self.outcomes[request_id] = (index, result)
+    def remember(self, request_id: str, remembered: state_machine.Remembered, window: int) -> None:
+        self.outcomes[request_id] = remembered
         self.order.append(request_id)
         while len(self.order) > window:
             del self.outcomes[self.order.pop(0)]
+
+    def rendered_collection(self, tenant: str, database: str, api_id: str) -> dict[str, Any] | None:
+        col = self.collection(tenant, database, api_id)
+        return None if col is None else {"id": col.api_id, "name": col.name, "metadata": col.metadata}
 
     def create_tenant(self, name: str) -> None:
         self._change()
@@ -91,8 +96,9 @@ class FakeStore:
         self._change()
         if (op.tenant, op.database) not in self.databases:
             raise Refused(Result.error(400, "InvalidArgumentError", f"Database [{op.database}] does not exist"))
-        col = self.collections.setdefault((op.tenant, op.database, op.name), Col(op.collection_id, op.name))
-        return {"id": col.api_id, "name": col.name}
+        col = self.collections.setdefault((op.tenant, op.database, op.name),
+                                          Col(op.collection_id, op.name, metadata=op.metadata))
+        return {"id": col.api_id, "name": col.name, **({"metadata": col.metadata} if col.metadata else {})}
 
     def update_collection(self, op: UpdateCollection) -> None:
         self._change()
@@ -121,7 +127,9 @@ class FakeStore:
 
     def reset(self) -> None:
         self._change()
+        outcomes, order = self.outcomes, self.order
         self.__init__()
+        self.outcomes, self.order = outcomes, order  # as the real store: bookkeeping, not data
 
 
 def run(store: FakeStore, op: Any, request_id: str | None = None, index: int = 1) -> state_machine.Outcome:
@@ -203,8 +211,7 @@ def test_a_repeated_request_id_answers_the_first_outcome_and_applies_nothing() -
     assert first == state_machine.Outcome(7, Result(201, {}))
     changes = store.changes
     assert run(store, add(["a"]), request_id="req-1", index=9) == first
-    assert run(store, CreateTenant("other"), request_id="req-1", index=10) == first  # the id decides, not the body
-    assert store.changes == changes and "other" not in store.tenants
+    assert store.changes == changes
     refused = run(store, CreateTenant(T), request_id="req-2", index=11)
     assert refused.result.status == 409
     assert run(store, CreateTenant(T), request_id="req-2", index=12) == refused  # a refusal is an outcome too
@@ -215,7 +222,7 @@ def test_the_request_id_window_forgets_the_oldest() -> None:
     for i in range(state_machine.OUTCOME_WINDOW + 1):
         run(store, CreateTenant(f"tenant-{i}"), request_id=f"req-{i}", index=i + 1)
     assert store.recall("req-0") is None
-    assert store.recall("req-1") == (2, Result(200, {}))
+    assert store.recall("req-1").index == 2 and store.recall("req-1").status == 200
 
 
 def test_reset_reads_no_configuration() -> None:
@@ -223,3 +230,40 @@ def test_reset_reads_no_configuration() -> None:
     run(store, CreateTenant("abc"))
     assert run(store, Reset()).result == Result(200, True)
     assert store.tenants == {T}
+
+
+def test_an_id_reused_for_another_request_is_refused_and_applies_nothing() -> None:
+    store = FakeStore()
+    first = run(store, CreateTenant("one"), request_id="req-1", index=1)
+    reused = run(store, CreateTenant("other"), request_id="req-1", index=2)
+    assert reused == state_machine.Outcome(2, Result.error(
+        400, "InvalidArgumentError", "X-Raftchroma-Request-Id was already used for a different request"))
+    assert "other" not in store.tenants and store.changes == 1
+    assert run(store, CreateTenant("one"), request_id="req-1", index=3) == first
+
+
+def test_a_retried_create_matches_although_the_proposer_chose_new_ids() -> None:
+    store = FakeStore()
+    first = run(store, CreateCollection(tenant=T, database=D, name="abc", collection_id="c-1", hnsw_num_threads=2),
+                request_id="req-1", index=4)
+    again = run(store, CreateCollection(tenant=T, database=D, name="abc", collection_id="c-9", hnsw_num_threads=8),
+                request_id="req-1", index=5)
+    assert again == first and first.result.body["id"] == "c-1"
+
+
+def test_a_large_answer_is_remembered_by_reference_so_the_window_stays_small() -> None:
+    store = FakeStore()
+    metadata = {"text": "x" * 10_000}
+    op = CreateCollection(tenant=T, database=D, name="big", collection_id="c-1", metadata=metadata)
+    first = run(store, op, request_id="req-1", index=3)
+    kept = store.recall("req-1")
+    assert kept.body is None and kept.collection == "c-1"
+    assert run(store, op, request_id="req-1", index=9) == first  # rendered again from the store
+
+
+def test_remembered_outcomes_survive_a_reset() -> None:
+    store = FakeStore()
+    first = run(store, CreateTenant("abc"), request_id="req-1", index=1)
+    run(store, Reset(), index=2)
+    assert run(store, CreateTenant("abc"), request_id="req-1", index=3) == first
+    assert "abc" not in store.tenants

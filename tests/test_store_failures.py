@@ -84,3 +84,33 @@ def test_a_chroma_panic_is_a_fault_not_a_dead_thread(tmp_path: Path) -> None:
     with pytest.raises(StoreFault):
         state_machine.apply(store, Proposal(UpdateCollection("default_tenant", "default_database", "c-1",
                                                              new_metadata={"k": [1, 2.5]})), 2)
+
+
+def test_a_create_cut_short_by_the_machine_is_finished_by_its_retry(tmp_path: Path) -> None:
+    """The collection was made in Chroma, then the disk failed before num_threads was stored and
+    the id mapped: the node retries the same op, which must finish the job (200, the op's id and
+    num_threads), not answer 409 to itself."""
+    from raftchroma import state_machine
+    from raftchroma.command import CreateCollection, CreateDatabase, Proposal
+
+    store = Store(tmp_path / "node")
+    op = CreateCollection("default_tenant", "default_database", "abc", "c-1", hnsw_num_threads=7)
+    real = store._set_num_threads
+
+    def fail_once(col, op):  # type: ignore[no-untyped-def]
+        store._set_num_threads = real
+        raise StoreUnavailable("create_collection: No space left on device")
+    store._set_num_threads = fail_once
+    with pytest.raises(StoreUnavailable):
+        state_machine.apply(store, Proposal(op), 1)
+    outcome = state_machine.apply(store, Proposal(op), 1)
+    assert outcome.result.status == 200 and outcome.result.body["id"] == "c-1"
+    hnsw = outcome.result.body["schema"]["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["hnsw"]
+    assert hnsw["num_threads"] == 7
+
+    store._bindings.create_database("half", "default_tenant")  # the op's first call, then the machine failed
+    outcome = state_machine.apply(store, Proposal(CreateDatabase("default_tenant", "half", "db-1")), 2)
+    assert outcome.result.status == 200
+    assert store.get_database("default_tenant", "half").body["id"] == "db-1"
+    again = state_machine.apply(store, Proposal(CreateDatabase("default_tenant", "half", "db-2")), 3)
+    assert again.result.status == 409

@@ -397,6 +397,8 @@ async def test_partition(request: web.Request) -> web.Response:
     if not node.fault_injection:
         raise web.HTTPNotFound()
     body = await request.json()
+    if not isinstance(body, dict):
+        raise InvalidArgument("expected {\"blocked\": [node ids], \"inbound_only\": false}")
     blocked, inbound_only = body.get("blocked"), body.get("inbound_only", False)
     if not isinstance(blocked, list) or not all(isinstance(n, str) for n in blocked) or not isinstance(inbound_only, bool):
         raise InvalidArgument("expected {\"blocked\": [node ids], \"inbound_only\": false}")
