@@ -188,3 +188,25 @@ def test_a_write_retried_with_its_request_id_after_an_unknown_outcome_applies_on
         assert views[0] == views[1] == views[2]
     finally:
         cluster.stop_all()
+
+
+def test_raft_port_strangers_are_dropped_and_the_node_lives_on(tmp_path: Path) -> None:
+    """PySyncObj's admin utility (a list message), a 'readonly' peer and a bare member address are
+    not a member's hello: the connection is dropped and nothing else happens (the utility's list
+    used to raise in the hello check, which stopped the node)."""
+    import subprocess
+    import sys
+
+    cluster = make_cluster(tmp_path, size=1)
+    try:
+        start_cluster(cluster)
+        node = cluster.node("n1")
+        before = node.status()
+        for args in (["-status"], ["-add", "127.0.0.1:1"]):
+            subprocess.run([sys.executable, "-m", "pysyncobj.syncobj_admin", "-conn", f"127.0.0.1:{node.raft_port}",
+                            "-pass", "test-secret", *args], capture_output=True, timeout=30)
+        after = wait_for(lambda: node.status(), 10, "the node to answer")
+        assert node.alive() and after["term"] == before["term"] and after["role"] == "leader"
+        assert http("POST", node.url + SCOPE + "/collections", {"name": "still-here"})[0] == 200
+    finally:
+        cluster.stop_all()
