@@ -54,14 +54,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.harness import Cluster, free_ports, http, make_cluster, start_cluster, wait_for  # noqa: E402
+from tests.harness import ChromaRun, Cluster, http, make_cluster, start_cluster, wait_for  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 PLUGIN_NAME = "chroma_client_suite"
-CHROMA_BIN = Path(sys.executable).with_name("chroma")
 NO_ROUTE_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
 
-SERVER_START_TIMEOUT_S = 60.0
 LEADER_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 TERM_POLL_INTERVAL_S = 1.0
@@ -272,38 +270,6 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 # ----------------------------------------------------------------------- targets
 
 
-class ChromaServer:
-    """`chroma run` with allow_reset on a free 127.0.0.1 port, in its own process group."""
-
-    def __init__(self, root: Path, port: int) -> None:
-        self.root, self.port = root, port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        config = self.root / "chroma.yaml"
-        config.write_text(f'port: {self.port}\nlisten_address: "127.0.0.1"\n'
-                          f'persist_path: "{self.root / "data"}"\nallow_reset: true\n')
-        with open(self.root / "chroma.log", "ab") as log:
-            self.process = subprocess.Popen([str(CHROMA_BIN), "run", str(config)], stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,
-                                            env=dict(os.environ, ANONYMIZED_TELEMETRY="False"))
-        wait_for(self._ready, SERVER_START_TIMEOUT_S, "chroma run to answer its heartbeat", interval_s=0.2)
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"chroma run exited with {self.process.returncode}; see {self.root / 'chroma.log'}")
-        try:
-            return http("GET", f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout_s=1.0)[0] == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_group(self.process)
-
-
 def raft_status(cluster: Cluster) -> dict[str, dict[str, Any] | None]:
     """term, role, leader and leader_changes of every node (None: it did not answer)."""
     out: dict[str, dict[str, Any] | None] = {}
@@ -357,10 +323,11 @@ class TermWatch:
 
 def run_chroma_target(root: Path, subset: tuple[str, ...], keywords: str | None, deadline_s: float,
                       log: Any) -> dict[str, Any]:
-    server = ChromaServer(root / "chroma", free_ports(1)[0])
+    server = ChromaRun(root / "chroma")
     try:
         log(f"starting chroma run on 127.0.0.1:{server.port}")
-        server.start()
+        server.start(allow_reset=True)
+        server.wait_ready()
         log("running the suite against chroma run")
         result = run_suite("127.0.0.1", server.port, root / "suite-chroma", subset, keywords, deadline_s)
     finally:

@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,14 +38,11 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 import chromadb  # noqa: E402
 from chromadb.config import Settings  # noqa: E402
 
-from tests.harness import Cluster, free_ports, http, make_cluster, start_cluster, wait_for  # noqa: E402
+from tests.harness import ChromaRun, Cluster, http, make_cluster, start_cluster, wait_for  # noqa: E402
 
-CHROMA_BIN = Path(sys.executable).with_name("chroma")
 CONSISTENCY_HEADER = "X-Raftchroma-Read-Consistency"
-SERVER_START_TIMEOUT_S = 60.0
 LEADER_TIMEOUT_S = 60.0
 CATCH_UP_TIMEOUT_S = 120.0
-STOP_GRACE_S = 10.0
 WARMUP_OPS = 5
 QUERY_N_RESULTS = 10
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -102,40 +98,12 @@ def timed(operations: int, op: Callable[[int], Any],
 # ----------------------------------------------------------------------- servers
 
 
-class ChromaServer:
-    """`chroma run` on a free 127.0.0.1 port, in its own process group."""
+class ChromaServer(ChromaRun):
+    """tests.harness.ChromaRun, started and ready in one call, with a client."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_ports(1)[0]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.root / "chroma.log", "ab")
-        cmd = [str(CHROMA_BIN), "run", "--path", str(self.root / "chroma"), "--host", "127.0.0.1", "--port", str(self.port)]
-        env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                        cwd=self.root)
-        log.close()
-        wait_for(self._ready, SERVER_START_TIMEOUT_S, "chroma run to answer its heartbeat", interval_s=0.2)
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"chroma run exited with {self.process.returncode}; see {self.root / 'chroma.log'}")
-        try:
-            return http("GET", f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout_s=1.0)[0] == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_GRACE_S)
+    def start(self, allow_reset: bool = False) -> None:
+        super().start(allow_reset)
+        self.wait_ready()
 
     def client(self) -> Any:
         return chromadb.HttpClient(host="127.0.0.1", port=self.port, settings=Settings(anonymized_telemetry=False))

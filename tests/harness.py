@@ -228,10 +228,17 @@ class ChromaRun:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, allow_reset: bool = False) -> None:
+        """Start it; `allow_reset` needs Chroma's config file (the command line has no flag for it)."""
         assert not self.alive(), "chroma run is already running"
+        self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.root / "chroma.log", "ab")
-        cmd = [str(CHROMA_EXE), "run", "--path", str(self.root / "data"), "--port", str(self.port)]
+        cmd = [str(CHROMA_EXE), "run", "--path", str(self.root / "data"), "--host", "127.0.0.1", "--port", str(self.port)]
+        if allow_reset:
+            config = self.root / "chroma.yaml"
+            config.write_text(f'port: {self.port}\nlisten_address: "127.0.0.1"\n'
+                              f'persist_path: "{self.root / "data"}"\nallow_reset: true\n')
+            cmd = [str(CHROMA_EXE), "run", str(config)]
         env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                         cwd=self.root)
