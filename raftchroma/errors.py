@@ -8,7 +8,9 @@ as a plain failure.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import os
+from typing import Any, NoReturn
 
 from raftchroma.result import error_body
 
@@ -20,6 +22,13 @@ EXIT_INSTALL_FAILED = 71  # a snapshot install failed (may be the disk): restart
 EXIT_INTERNAL = 73  # an unexpected exception in the applier (a bug): restarting may help, report it
 EXIT_RAFT_PROCESS = 74  # the node's Raft process died: restarting helps
 EXIT_APPLY_FAULT = 72  # Chroma failed on a committed entry and the machine looks healthy: see OPERATIONS.md
+
+
+def exit_now(code: int) -> NoReturn:
+    """Stop the whole process at once with `code` (crash, don't limp): from any thread, without
+    running cleanups that could hang, after the log has been flushed."""
+    logging.shutdown()
+    os._exit(code)
 
 
 class ApiError(Exception):

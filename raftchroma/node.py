@@ -37,7 +37,7 @@ from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
-    NotReady, WriteOutcomeUnknown,
+    NotReady, WriteOutcomeUnknown, exit_now,
 )
 from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.raft_process import RaftProcess
@@ -155,8 +155,7 @@ class Node:
         except BaseException:
             log.critical("the applier failed unexpectedly at applied index %d; stopping the node",
                          self.applied_index, exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_INTERNAL)
+            exit_now(EXIT_INTERNAL)
 
     def _apply_items(self) -> None:
         while True:
@@ -203,8 +202,7 @@ class Node:
             proposals = decode_entry(data)
         except CorruptEntry as exc:
             log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
-            logging.shutdown()
-            os._exit(EXIT_CORRUPT_LOG)
+            exit_now(EXIT_CORRUPT_LOG)
         if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
             self._mark_dirty(index)
         for proposal in proposals:
@@ -241,8 +239,7 @@ class Node:
                 log.critical("entry %d (%s) failed in Chroma with a healthy disk, an outcome that cannot be "
                              "classified; stopping the node rather than record it: %s",
                              index, type(proposal.op).__name__, exc)
-                logging.shutdown()
-                os._exit(EXIT_APPLY_FAULT)
+                exit_now(EXIT_APPLY_FAULT)
 
     def _set_applied(self, index: int) -> None:
         self.applied_index = index
@@ -279,7 +276,7 @@ class Node:
             self.store.install_snapshot(pinned, header)
         except OSError as exc:  # e.g. disk full: the store is gone; restart and install again
             log.critical("installing the snapshot at index %d failed (%s); stopping the node", header["index"], exc)
-            os._exit(EXIT_INSTALL_FAILED)
+            exit_now(EXIT_INSTALL_FAILED)
         pinned.unlink(missing_ok=True)
         self.snapshot_index = header["index"]
         self.snapshot_installs += 1

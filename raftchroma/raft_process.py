@@ -39,7 +39,7 @@ import msgpack
 
 from raftchroma import snapshot
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
-from raftchroma.errors import EXIT_CORRUPT, EXIT_INTERNAL, EXIT_RAFT_PROCESS
+from raftchroma.errors import EXIT_CORRUPT, EXIT_INTERNAL, EXIT_RAFT_PROCESS, exit_now
 from raftchroma.journal import JournalCorrupt
 from raftchroma.replication import SNAPSHOT_FILE_NAME, RaftStatus
 
@@ -105,8 +105,7 @@ def start_thread(target: Callable[..., None], name: str, *args: Any) -> threadin
             target(*args)
         except BaseException:
             log.critical("thread %s failed unexpectedly; stopping the process", name, exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_INTERNAL)
+            exit_now(EXIT_INTERNAL)
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
@@ -188,8 +187,7 @@ def raft_main(fd: int) -> None:
 def _stop_raft(reason: str) -> None:
     """Crash, don't limp: the node's parent sees this process die and stops too (exit 74)."""
     log.critical("Raft failed unexpectedly (%s); stopping this node's Raft process", reason)
-    logging.shutdown()
-    os._exit(EXIT_INTERNAL)
+    exit_now(EXIT_INTERNAL)
 
 
 def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, fault_injection: bool,
@@ -329,8 +327,7 @@ class RaftProcess:
             return
         code = self._process.poll()
         log.critical("the Raft process of this node stopped (exit code %s); stopping the node", code)
-        logging.shutdown()
-        os._exit(EXIT_RAFT_PROCESS)
+        exit_now(EXIT_RAFT_PROCESS)
 
     # ------------------------------------------------------- Replication's surface
 

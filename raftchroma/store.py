@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
