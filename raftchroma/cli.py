@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from typing import Any
 
 import click
 
-from raftchroma.config import ClusterConfig, ConfigError, FaultKnobs, load_config
+from raftchroma.config import (SECRET_ENV, SECRET_FILE_NAME, ClusterConfig, ConfigError, FaultKnobs, NodeConfig,
+                               load_config, with_data_dir_secret)
 from raftchroma.errors import EXIT_CORRUPT, EXIT_CORRUPT_LOG, EXIT_USAGE
 
 STATUS_TIMEOUT_S = 1.0
@@ -75,6 +77,7 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
     if faults.any and not fault_injection:
         click.echo("raftchroma: the --test-* options need --fault-injection", err=True)
         sys.exit(EXIT_USAGE)
+    config = _with_secret(config, node_config)
     _setup_logging(log_level, node_id)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     from raftchroma.journal import JournalCorrupt
@@ -87,6 +90,40 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
     except SnapshotCorrupt as exc:
         click.echo(f"raftchroma: refusing to start node {node_id}: corrupt snapshot: {exc}", err=True)
         sys.exit(EXIT_CORRUPT)
+
+
+def _with_secret(config: ClusterConfig, node_config: NodeConfig) -> ClusterConfig:
+    """The config with its cluster secret; exits 2 when there is none and Raft is reachable
+    beyond loopback (anyone who reached the port could then act as a member)."""
+    try:
+        config = with_data_dir_secret(config, node_config)
+    except ConfigError as exc:
+        click.echo(f"raftchroma: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if config.secret is None and not config.raft_is_loopback_only:
+        click.echo(f"raftchroma: refusing to start node {node_config.id}: Raft listens beyond loopback and no "
+                   f"cluster secret is set; give every node the same one with {SECRET_ENV}, "
+                   "[cluster] secret_file or [cluster] secret", err=True)
+        sys.exit(EXIT_USAGE)
+    return config
+
+
+def ensure_local_secret(config: ClusterConfig) -> None:
+    """`raftchroma up`: when the config sets no secret, give every node the same random one in
+    `<data_dir>/raft-secret` (mode 0600), reusing one a node already has."""
+    if config.secret is not None:
+        return
+    paths = [node.data_dir / SECRET_FILE_NAME for node in config.nodes]
+    existing = [path for path in paths if path.exists()]
+    secret = existing[0].read_text().strip() if existing else secrets.token_hex(32)
+    for path in paths:
+        if path.exists() and path.read_text().strip() == secret:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        os.chmod(path, 0o600)
 
 
 def _setup_logging(level: str, node_id: str) -> None:
@@ -195,6 +232,7 @@ def up(config_path: str, leader_timeout_s: float) -> None:
     if it keeps dying; one that refuses to start (bad config, exit 2; damaged data, exit 3 or 70)
     is not."""
     config = _load(config_path)
+    ensure_local_secret(config)
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:

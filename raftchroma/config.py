@@ -2,8 +2,9 @@
 
 Owns: the file format, its defaults and its validation. Everything else receives a
 `ClusterConfig` (and the id of the node it runs) explicitly; nothing reads the file or
-the environment after start-up, except the Raft password, which may come from
-`RAFTCHROMA_PASSWORD` so that it need not be written into the file.
+the environment after start-up, except the cluster secret, which may come from
+`RAFTCHROMA_SECRET`, from a file named by `secret_file`, or from `raft-secret` in the node's data
+directory (written by `raftchroma up`), so that it need not be written into the file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 READ_CONSISTENCIES = ("linearizable", "stale")
-PASSWORD_ENV = "RAFTCHROMA_PASSWORD"
+SECRET_ENV = "RAFTCHROMA_SECRET"
+LEGACY_SECRET_ENV = "RAFTCHROMA_PASSWORD"  # the name before the secret was mandatory; still read
+SECRET_FILE_NAME = "raft-secret"  # in a node's data directory: `raftchroma up` creates it
+LOOPBACK_HOSTS = ("localhost", "::1")
 
 
 class ConfigError(ValueError):
@@ -82,7 +86,7 @@ class ClusterConfig:
     nodes: tuple[NodeConfig, ...]
     read_consistency: str = "linearizable"
     allow_reset: bool = False
-    password: str | None = None
+    secret: str | None = None  # the cluster secret that authenticates Raft traffic (raftchroma/wire.py)
     write_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     max_body_bytes: int = 40 * 1024 * 1024
@@ -96,6 +100,11 @@ class ClusterConfig:
                 return node
         known = ", ".join(n.id for n in self.nodes)
         raise ConfigError(f"node {node_id!r} is not in the cluster (known: {known})")
+
+    @property
+    def raft_is_loopback_only(self) -> bool:
+        """True when every Raft address is on loopback: the one case a missing secret is allowed."""
+        return all(is_loopback(n.raft_host) for n in self.nodes)
 
     def peers_of(self, node_id: str) -> tuple[NodeConfig, ...]:
         return tuple(n for n in self.nodes if n.id != node_id)
@@ -115,7 +124,7 @@ class ClusterConfig:
 
 
 _CLUSTER_KEYS = {
-    "read_consistency", "allow_reset", "password", "write_timeout_s", "read_timeout_s",
+    "read_consistency", "allow_reset", "secret", "secret_file", "password", "write_timeout_s", "read_timeout_s",
     "max_body_bytes", "max_batch_size",
 }
 _RAFT_KEYS = {f.name for f in dataclasses.fields(RaftTuning)}
@@ -145,12 +154,12 @@ def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path |
     consistency = cluster.get("read_consistency", "linearizable")
     if consistency not in READ_CONSISTENCIES:
         raise ConfigError(f"[cluster] read_consistency must be one of {READ_CONSISTENCIES}, got {consistency!r}")
-    password = environ.get(PASSWORD_ENV) or cluster.get("password")
+    secret = _secret(cluster, environ, base_dir)
     config = ClusterConfig(
         nodes=nodes,
         read_consistency=consistency,
         allow_reset=_typed(cluster, "allow_reset", bool, False, "[cluster]"),
-        password=password if password else None,
+        secret=secret,
         write_timeout_s=_positive(cluster, "write_timeout_s", 10.0, "[cluster]"),
         read_timeout_s=_positive(cluster, "read_timeout_s", 5.0, "[cluster]"),
         max_body_bytes=int(_positive(cluster, "max_body_bytes", 40 * 1024 * 1024, "[cluster]")),
@@ -159,6 +168,42 @@ def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path |
         path=path,
     )
     return config
+
+
+def _secret(cluster: dict[str, Any], environ: Any, base_dir: Path) -> str | None:
+    """The cluster secret: RAFTCHROMA_SECRET, else [cluster] secret (or its old name, password),
+    else the file [cluster] secret_file names; None when none is set (see with_data_dir_secret)."""
+    for value in (environ.get(SECRET_ENV), environ.get(LEGACY_SECRET_ENV),
+                  _typed(cluster, "secret", str, None, "[cluster]"), _typed(cluster, "password", str, None, "[cluster]")):
+        if value:
+            return value
+    secret_file = _typed(cluster, "secret_file", str, None, "[cluster]")
+    if secret_file:
+        path = Path(secret_file) if Path(secret_file).is_absolute() else base_dir / secret_file
+        return read_secret_file(path)
+    return None
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cluster secret file {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"the cluster secret file {path} is empty")
+    return value
+
+
+def with_data_dir_secret(config: ClusterConfig, node: NodeConfig) -> ClusterConfig:
+    """`config`, with the secret from `<data_dir>/raft-secret` when none is configured."""
+    path = node.data_dir / SECRET_FILE_NAME
+    if config.secret is not None or not path.exists():
+        return config
+    return dataclasses.replace(config, secret=read_secret_file(path))
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def _parse_raft(raw: dict[str, Any]) -> RaftTuning:

@@ -15,7 +15,10 @@ Owns: one PySyncObj `SyncObj` per node, its tuning, and the hazards recorded in
   not in the tick thread: the serializer only queues a request and returns, and the
   checker reports when the file is written. A leader defers compaction while a connected
   follower is only slightly behind. The transport keeps a snapshot transfer alive.
-- the Raft port is protected by `password` (PySyncObj unpickles what peers send).
+- the Raft port speaks raftchroma's own wire (raftchroma/wire.py), not PySyncObj's: frames are
+  authenticated with the cluster secret before anything is decoded, decoded with msgpack (no
+  pickle), and capped at the largest legal message. Append messages are built to fit that cap,
+  and PySyncObj's chunked-entry path (which unpickles) is never sent and refused on receipt.
 - a follower follows Raft's append rule (Figure 2, AppendEntries receiver rules 3-5): PySyncObj
   deletes every entry after `prevLogIdx` on any overlapping append, so a duplicated or stale
   append truncated entries the follower had acknowledged, even applied ones. `plan_append`
@@ -31,6 +34,9 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
+import io
+import pickle
 import logging
 import random
 import threading
@@ -45,10 +51,11 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import MemoryJournal
 from pysyncobj.node import TCPNode
+from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.transport import TCPTransport
 
-from raftchroma import snapshot
-from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
+from raftchroma import snapshot, wire
+from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig, RaftTuning
 from raftchroma.journal import DurableJournal
 from raftchroma.result import is_machine_failure
 
@@ -212,6 +219,50 @@ class RaftchromaTransport(TCPTransport):
     snapshot_sends: Counter[str]  # set per node on the per-node subclass (see Replication)
     settings_fingerprint = ""  # set per node: see ClusterConfig.cluster_settings
     settings_mismatches: dict[str, str]  # peer address -> its differing fingerprint (per node)
+    wire_secret = b""  # set per node: the cluster secret (raftchroma/wire.py)
+    max_frame_bytes = 0  # set per node: the largest legal message plus overhead
+    wire_refusals: Counter[str]  # per node: peer host -> connections dropped by the wire
+
+    # The wire: raftchroma/wire.py's connection and server replace PySyncObj's pickling ones.
+
+    def _new_connection(self, sock: Any = None) -> wire.WireConnection:
+        conf = self._syncObj.conf
+        return wire.WireConnection(self._syncObj._poller, self.wire_secret, self.max_frame_bytes, sock=sock,
+                                   timeout_s=conf.connectionTimeout, send_buffer_bytes=conf.sendBufferSize,
+                                   recv_buffer_bytes=conf.recvBufferSize, on_refused=self._note_refusal)
+
+    def _createServer(self) -> None:  # noqa: N802 (PySyncObj's name)
+        host, port = self._syncObj.conf.bindAddress.rsplit(":", 1)
+        self._server = wire.WireServer(self._syncObj._poller, globalDnsResolver().resolve(host) or host, int(port),
+                                       self._onNewIncomingConnection, self._new_connection)
+
+    def addNode(self, node: Any) -> None:  # noqa: N802 (PySyncObj's name; its body, with our connection)
+        self._nodes.add(node)
+        self._nodeAddrToNode[node.address] = node
+        if self._shouldConnect(node):
+            conn = self._new_connection()
+            conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
+            conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+            conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+            self._connections[node] = conn
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if len(self._unknownConnections) >= wire.MAX_UNAUTHENTICATED:
+            conn.disconnect()
+            return
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self) -> None:  # noqa: N802 (PySyncObj's name)
+        super()._onTick()
+        for conn in list(self._unknownConnections) + list(self._connections.values()):
+            conn.check_timeout()
+
+    def _note_refusal(self, peer: str, reason: str) -> None:
+        host = peer.rsplit(":", 1)[0]
+        if self.wire_refusals[host] % 100 == 0:  # the first, then every 100th: a flood cannot fill the log
+            log.warning("Raft connection with %s dropped: %s (%d so far from this host)", peer, reason,
+                        self.wire_refusals[host] + 1)
+        self.wire_refusals[host] += 1
 
     # The hello: a peer names itself together with its cluster-wide settings fingerprint, and a
     # peer whose settings differ is refused (and told so) before it can send or receive an
@@ -222,8 +273,6 @@ class RaftchromaTransport(TCPTransport):
         conn.send((SETTINGS_HELLO, self._selfNode.address, self.settings_fingerprint))
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
-        if self._syncObj.encryptor and not conn.sendRandKey:  # still the key exchange
-            return super()._onIncomingMessageReceived(conn, message)
         if not (isinstance(message, tuple) and len(message) == 3 and message[0] == SETTINGS_HELLO
                 and isinstance(message[1], str) and message[1] in self._nodeAddrToNode):
             # Not a member's hello: an older member's bare address, a 'readonly' or utility
@@ -327,14 +376,63 @@ class _StateMachine(SyncObj):
 
     @replicated
     def apply_entry(self, data: bytes) -> int:
+        """The entry format before the wire stopped pickling: PySyncObj's pickled call of this
+        method. Journals written then still replay through it (checked by `_pickle_is_inert`)."""
+        return self._apply_raw(data)
+
+    def _apply_raw(self, data: bytes) -> int:
         index = self.raftLastApplied + 1
         self._on_entry(index, data)
         return index
+
+    def propose(self, entry: bytes, callback: ProposeCallback) -> None:
+        """Queue `entry` for the log as it is: a REGULAR command whose payload is our msgpack entry,
+        not PySyncObj's pickle of a method call, so nothing in the log needs unpickling."""
+        self._applyCommand(entry, callback, _COMMAND_REGULAR)
+
+    # ------------------------------------------------------------ no pickle from the log
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:  # noqa: N802 (PySyncObj's name)
+        """Apply one committed command. Ours (REGULAR, not a pickle) go straight to the node.
+        PySyncObj's own kinds, and entries of the old format, are unpickled by PySyncObj only after
+        an unpickler that can build no object but plain data has read them; anything else is
+        skipped, identically on every replica (the check reads only the entry)."""
+        if command[:1] == _REGULAR_BYTE and command[1:2] != _PICKLE_START:
+            return self._apply_raw(command[1:])
+        if not _pickle_is_inert(command[1:]):
+            log.error("raft: skipping a log entry of kind %d that would unpickle objects", command[0])
+            return None
+        return super()._SyncObj__doApplyCommand(command)  # type: ignore[misc]
+
+    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> Any:  # noqa: N802 (PySyncObj's name)
+        if command[:1] == _MEMBERSHIP_BYTE and not _pickle_is_inert(command[1:]):
+            log.error("raft: ignoring a membership entry that would unpickle objects")
+            return None
+        return super()._SyncObj__parseChangeClusterRequest(command)  # type: ignore[misc]
+
+    def _SyncObj__getEntries(self, fromIDx: int, count: int | None = None,  # noqa: N802,N803 (PySyncObj's names)
+                             maxSizeBytes: int | None = None) -> list[Any]:  # noqa: N803
+        """PySyncObj's, but a byte budget is never exceeded (PySyncObj adds the entry that crosses
+        it), so an append message always fits the wire's frame limit. At least one entry."""
+        entries = super()._SyncObj__getEntries(fromIDx, count)  # type: ignore[misc]
+        if maxSizeBytes is None:
+            return entries
+        total = 0
+        for taken, entry in enumerate(entries):
+            total += len(entry[0]) + ENTRY_OVERHEAD_BYTES
+            if total > maxSizeBytes and taken > 0:
+                return entries[:taken]
+        return entries
 
 
     # ------------------------------------------------------------ the append rule
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if not isinstance(message, dict) or "transmission" in message:
+            # Not a PySyncObj message, or its chunked entry (whose pieces it would unpickle); our
+            # leaders never send one (see append_budget_bytes).
+            log.error("raft: dropping a malformed message from %s", self._describe(node.address))
+            return
         if self.append_rule and _is_log_append(message) and message["term"] >= self._getTerm():
             message = self._follow_append_rule(node, message)
         if message is not None:
@@ -436,6 +534,30 @@ _TICK_THREAD_SNAPSHOT_WAIT_S = 120.0  # test-only knob: bounded, so a lost snaps
 _opened_journals: dict[str, DurableJournal] = {}
 
 
+_COMMAND_REGULAR = 0  # PySyncObj's _COMMAND_TYPE values (the first byte of a log entry)
+_REGULAR_BYTE = b"\x00"
+_MEMBERSHIP_BYTE = b"\x02"
+_PICKLE_START = b"\x80"  # every pickle of protocol 2 or later; our msgpack entries start with a map
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Finds no class: what it can load is plain data (tuples, lists, dicts, str, bytes, numbers),
+    which is all a legitimate PySyncObj command holds, and nothing it loads runs code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+
+def _pickle_is_inert(data: bytes) -> bool:
+    if not data:
+        return True
+    try:
+        _InertUnpickler(io.BytesIO(data)).load()
+    except Exception:  # noqa: BLE001 (any failure: not inert data)
+        return False
+    return True
+
+
 def _create_journal(journal_file: str | None = None) -> object:
     """EXTENSION of PySyncObj 0.3.17: replaces `pysyncobj.syncobj.createJournal`, which
     SyncObj.__init__ calls with `conf.journalFile`, so that the log is fsynced and checksummed."""
@@ -471,14 +593,28 @@ def _align_journal_to_snapshot(journal: DurableJournal, snapshot_path: Path) -> 
 _pysyncobj_core.createJournal = _create_journal
 
 
+ENTRY_OVERHEAD_BYTES = 64  # counted per entry in an append's budget: msgpack framing, index, term
+
+
+def append_budget_bytes(tuning: RaftTuning) -> int:
+    """The most entry bytes one append message carries (PySyncObj's appendEntriesBatchSizeBytes).
+    Above the largest legal entry, so PySyncObj never takes its chunked path (which pickles)."""
+    return tuning.max_entry_bytes + 1024
+
+
+def max_frame_bytes(tuning: RaftTuning) -> int:
+    """The largest frame a member can legally send: an append at its budget, or a snapshot chunk."""
+    return max(append_budget_bytes(tuning), tuning.snapshot_chunk_bytes) + wire.FRAME_OVERHEAD_BYTES
+
+
 def build_conf(config: ClusterConfig, node: NodeConfig, hooks: dict[str, Any] | None = None) -> SyncObjConf:
     tuning = config.raft
     return SyncObjConf(
         **(hooks or {}),
-        password=config.password,
+        password=None,  # raftchroma/wire.py authenticates and encrypts instead
         autoTick=True,
         appendEntriesUseBatch=False,
-        appendEntriesBatchSizeBytes=tuning.max_entry_bytes * 2 + 1024 * 1024,
+        appendEntriesBatchSizeBytes=append_budget_bytes(tuning),
         sendBufferSize=2 ** 20,
         recvBufferSize=2 ** 20,
         raftMinTimeout=tuning.election_timeout_min_s,
@@ -522,7 +658,8 @@ class Replication:
         self._transport_class: type = type(
             "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,),
             {"snapshot_sends": Counter(), "settings_fingerprint": config.settings_fingerprint,
-             "settings_mismatches": {}})
+             "settings_mismatches": {}, "wire_secret": (config.secret or "").encode(),
+             "max_frame_bytes": max_frame_bytes(config.raft), "wire_refusals": Counter()})
         self._fault_injection = fault_injection
         if faults.any and not fault_injection:
             raise RuntimeError("fault knobs need fault injection")
@@ -538,9 +675,9 @@ class Replication:
         self._min_entries = config.raft.snapshot_min_entries
         self._status_lock = threading.Lock()
         Path(node.data_dir).mkdir(parents=True, exist_ok=True)
-        if config.password is None:
-            log.warning("no Raft password set: anyone who can reach %s can act as a cluster member; "
-                        "set [cluster] password or RAFTCHROMA_PASSWORD and keep the port private", node.raft_address)
+        if config.secret is None:
+            log.warning("no cluster secret set: any local process that can reach %s can act as a cluster member "
+                        "(allowed only because every Raft address is loopback)", node.raft_address)
         self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
         if self.snapshot_path.exists():
             snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
@@ -640,7 +777,7 @@ class Replication:
 
     def propose(self, entry: bytes, callback: ProposeCallback) -> None:
         """Queue `entry` for the log; `callback(index_or_None, fail_reason)` fires on the tick thread."""
-        self._raft.apply_entry(entry, callback=callback)
+        self._raft.propose(entry, callback)
 
     def status(self) -> RaftStatus:
         raw = self._raw_status()

@@ -120,7 +120,7 @@ class Cluster:
 
     def write_config(self, cluster_keys: str = "", raft_keys: str = "") -> None:
         lines = ["[cluster]", 'read_consistency = "linearizable"', f"allow_reset = {str(self.allow_reset).lower()}",
-                 'password = "test-secret"', cluster_keys, "[raft]", raft_keys]
+                 'secret = "test-secret"', cluster_keys, "[raft]", raft_keys]
         for node in self.nodes.values():
             lines += ["[[node]]", f'id = "{node.node_id}"', f'raft = "127.0.0.1:{node.raft_port}"',
                       f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']

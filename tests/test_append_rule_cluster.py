@@ -70,7 +70,7 @@ def members(tmp_path: Path) -> Iterator[list[Member]]:
     nodes = tuple(NodeConfig(f"n{i + 1}", "127.0.0.1", port, "127.0.0.1", 0, tmp_path / f"n{i + 1}")
                   for i, port in enumerate(ports))
     tuning = RaftTuning(election_timeout_min_s=1.0, election_timeout_max_s=2.0)
-    config = ClusterConfig(nodes=nodes, password="test-secret", raft=tuning)
+    config = ClusterConfig(nodes=nodes, secret="test-secret", raft=tuning)
     started: list[Member] = []
     try:
         for node in nodes:

@@ -1,5 +1,5 @@
 """Raft's append rule on a real node: a real `Replication` (PySyncObj, our journal, a real socket on
-127.0.0.1) follows a leader that the test plays over that socket, in PySyncObj's wire format, so
+127.0.0.1) follows a leader that the test plays over that socket, on raftchroma's wire (entries in the old pickled-call format, which still replay), so
 that duplicated, reordered and stale append_entries arrive exactly when the test says.
 
 Negative control: the same script with the rule switched off (PySyncObj's own handling) truncates
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
-import struct
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +21,7 @@ from raftchroma.config import ClusterConfig, NodeConfig, RaftTuning
 from raftchroma.journal import DurableJournal
 from raftchroma.replication import JOURNAL_FILE_NAME, SETTINGS_HELLO, Replication
 from tests.harness import free_ports, wait_for
+from tests.raft_peer import WirePeer
 
 NO_OP = b"\x01"  # PySyncObj's no-op entry, index 1 term 0 in a new log
 REPLY_TIMEOUT_S = 20.0  # generous: other clusters share the 2 cores under `pytest -n auto`
@@ -45,29 +43,18 @@ def append(prev: tuple[int, int], batch: list[Entry], commit: int, term: int) ->
 
 
 class ScriptedLeader:
-    """The test's end of one Raft connection: the hello (address, settings) as handshake, then framed,
-    zlib-compressed pickles (PySyncObj's transport without a password)."""
+    """The test's end of one Raft connection, on raftchroma's wire: the hello (address, settings)
+    as handshake, then PySyncObj's messages."""
 
     def __init__(self, own_address: str, node_port: int, settings_fingerprint: str) -> None:
-        self._sock = socket.create_connection(("127.0.0.1", node_port), timeout=REPLY_TIMEOUT_S)
-        self._buffer = b""
+        self._peer = WirePeer(node_port, b"", timeout_s=REPLY_TIMEOUT_S)
         self._send((SETTINGS_HELLO, own_address, settings_fingerprint))
 
     def _send(self, message: Any) -> None:
-        data = zlib.compress(pickle.dumps(message), 3)
-        self._sock.sendall(struct.pack("i", len(data)) + data)
+        self._peer.send(message)
 
     def _receive(self) -> Any:
-        while True:
-            if len(self._buffer) >= 4:
-                length = struct.unpack("i", self._buffer[:4])[0]
-                if len(self._buffer) >= 4 + length:
-                    data, self._buffer = self._buffer[4:4 + length], self._buffer[4 + length:]
-                    return pickle.loads(zlib.decompress(data))
-            chunk = self._sock.recv(65536)
-            if not chunk:
-                raise AssertionError("the node closed the Raft connection")
-            self._buffer += chunk
+        return self._peer.receive()
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one append_entries and return the node's answer to it (next_node_idx)."""
@@ -81,7 +68,7 @@ class ScriptedLeader:
         self._send(message)
 
     def close(self) -> None:
-        self._sock.close()
+        self._peer.close()
 
 
 @dataclass
@@ -114,7 +101,7 @@ def follower(tmp_path: Path) -> Iterator[Follower]:
     peer = NodeConfig("leader", "127.0.0.1", int(leader_address.rsplit(":")[1]), "127.0.0.1", 0, tmp_path / "peer")
     # Long election timeouts: the node must not start elections of its own during the script.
     tuning = RaftTuning(election_timeout_min_s=60.0, election_timeout_max_s=90.0, connection_timeout_s=120.0)
-    config = ClusterConfig(nodes=(node, peer), password=None, raft=tuning)
+    config = ClusterConfig(nodes=(node, peer), secret=None, raft=tuning)
     applied: list[tuple[int, bytes]] = []
     lock = threading.Lock()
 

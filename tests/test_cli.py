@@ -138,3 +138,40 @@ def test_status_marks_unreachable_nodes(tmp_path: Path) -> None:
     rows = result.stdout.strip().splitlines()
     assert rows[0].split()[:3] == ["id", "url", "reachable"]
     assert [r.split()[2] for r in rows[1:]] == ["False", "False", "False"]
+
+
+def test_serve_refuses_a_raft_address_beyond_loopback_without_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text('[[node]]\nid = "a"\nraft = "10.1.2.3:7001"\nhttp = "127.0.0.1:8001"\ndata_dir = "data/a"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("RAFTCHROMA_SECRET", "RAFTCHROMA_PASSWORD")}
+    result = subprocess.run([sys.executable, "-m", "raftchroma", "serve", "--config", str(config), "--node", "a"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("raftchroma: refusing to start node a: Raft listens beyond loopback and no cluster "
+                               "secret is set")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_up_gives_a_cluster_without_a_secret_a_random_one_readable_only_by_its_owner(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path)
+    text = cluster.config_path.read_text()
+    assert 'secret = "test-secret"' in text
+    cluster.config_path.write_text(text.replace('secret = "test-secret"', ""))
+    stderr_path = tmp_path / "up.stderr"
+    up = _start_up(cluster, stderr_path)
+    node_pids: list[int] = []
+    try:
+        _banner(up)
+        node_pids = [cluster.node(n).status(timeout_s=5)["pid"] for n in cluster.nodes]
+        paths = [tmp_path / "data" / n / "raft-secret" for n in cluster.nodes]
+        secrets = {path.read_text().strip() for path in paths}
+        assert len(secrets) == 1 and len(secrets.pop()) == 64
+        assert {path.stat().st_mode & 0o777 for path in paths} == {0o600}
+        col = cluster.node("n2").client().get_or_create_collection("secret-up")
+        col.add(ids=["a"], embeddings=[[1.0, 2.0]])
+        assert cluster.node("n3").client().get_collection("secret-up").get(ids=["a"])["ids"] == ["a"]
+    finally:
+        _stop_up(up, node_pids)

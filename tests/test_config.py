@@ -42,9 +42,9 @@ def test_repository_cluster_file_is_a_valid_three_node_cluster() -> None:
 
 
 def test_good_file_parses_into_frozen_config(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, GOOD), environ={"RAFTCHROMA_PASSWORD": "s3cret"})
+    config = load_config(write(tmp_path, GOOD), environ={"RAFTCHROMA_SECRET": "s3cret"})
     assert config.read_consistency == "stale"
-    assert config.password == "s3cret"
+    assert config.secret == "s3cret"
     assert config.node("a").data_dir == tmp_path / "data" / "a"
     assert config.node("b").data_dir == Path("/abs/b")
     assert [n.id for n in config.peers_of("a")] == ["b"]

@@ -18,7 +18,7 @@ from tests.harness import free_ports, wait_for
 def single_node(tmp_path: Path, reasons: list[str]) -> Replication:
     (raft_port,) = free_ports(1)
     node = NodeConfig("n1", "127.0.0.1", raft_port, "127.0.0.1", 0, tmp_path / "n1")
-    config = ClusterConfig(nodes=(node,), password=None,
+    config = ClusterConfig(nodes=(node,), secret=None,
                            raft=RaftTuning(election_timeout_min_s=0.5, election_timeout_max_s=1.0))
     replication = Replication(config, node, lambda index, data: None, fault_injection=True, on_fatal=reasons.append)
     wait_for(lambda: replication.status().role == "leader", 10, "the single node to lead")

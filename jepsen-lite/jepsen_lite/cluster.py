@@ -1,6 +1,6 @@
 """A local cluster of real `raftchroma serve` processes, for one jepsen-lite run.
 
-Owns: a fresh temp directory with a generated cluster.toml (free 127.0.0.1 ports, a password,
+Owns: a fresh temp directory with a generated cluster.toml (free 127.0.0.1 ports, a secret,
 allow_reset false), one process group per node, every signal sent to them, and the test-only
 partition and disk-fault controls of each node. Nodes always run with `--fault-injection` (these are test
 clusters): `block` tells a node to drop all Raft messages to and from some peers, `set_faults`
@@ -105,7 +105,7 @@ class LocalCluster:
 
     def write_config(self) -> None:
         lines = ["[cluster]", 'read_consistency = "linearizable"', "allow_reset = false",
-                 f'password = "{PASSWORD}"', f"write_timeout_s = {self.options.write_timeout_s}",
+                 f'secret = "{PASSWORD}"', f"write_timeout_s = {self.options.write_timeout_s}",
                  f"read_timeout_s = {self.options.read_timeout_s}"]
         for node in self.nodes.values():
             lines += ["", "[[node]]", f'id = "{node.node_id}"', f'raft = "127.0.0.1:{node.raft_port}"',
