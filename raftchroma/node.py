@@ -198,6 +198,9 @@ class Node:
     def _apply_entry(self, index: int, data: bytes) -> None:
         if index <= self._skip_through:  # already in the store kept from the last run
             return
+        if not data:  # PySyncObj's own entry (a new leader's no-op): nothing to apply, but a read
+            self._set_applied(index)  # index may name it
+            return
         try:
             proposals = decode_entry(data)
         except CorruptEntry as exc:
@@ -380,18 +383,21 @@ class Node:
             return read.query.run(self.store, self.applied_index)
 
     async def read_barrier(self, timeout_s: float) -> int:
-        """Commit a barrier entry proposed after this call began, and wait until it is applied here.
-
-        Reads that arrive while a barrier is in flight share the next one.
-        """
+        """Wait until this node has applied everything committed before this call began: a read
+        index from the leader (read_index.py: one heartbeat round to a quorum, no log entry),
+        then this node's applier catching up to it. Reads that arrive while a round is in flight
+        share the next one."""
+        deadline = time.monotonic() + timeout_s
         future: asyncio.Future[int] = self._loop.create_future()
         self._barrier_waiters.append(future)
         if not self._barrier_running:
             self._start_barrier()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            index = await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
             raise NoQuorum(f"Could not confirm a linearizable read within {timeout_s:g}s") from None
+        await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
+        return index
 
     def _start_barrier(self) -> None:
         self._barrier_running = True
@@ -401,18 +407,31 @@ class Node:
     async def _run_barrier(self, waiters: list[asyncio.Future[int]]) -> None:
         outcome: Any = NoQuorum("Could not confirm a linearizable read")
         try:
-            proposal = Proposal(Barrier())
-            index, _ = await self._propose(proposal.rid, encode_entry([proposal]), self.config.read_timeout_s)
-            outcome = index
+            outcome = await self._read_index(time.monotonic() + self.config.read_timeout_s)
         except ApiError as exc:
-            outcome = NoQuorum(f"Could not confirm a linearizable read: {exc.message}")
-        finally:  # whatever happened, the waiters are answered and the next barrier can start
+            outcome = exc
+        finally:  # whatever happened, the waiters are answered and the next round can start
             for future in waiters:
                 if not future.done():
                     future.set_exception(outcome) if isinstance(outcome, Exception) else future.set_result(outcome)
             self._barrier_running = False
             if self._barrier_waiters:
                 self._start_barrier()
+
+    async def _read_index(self, deadline: float) -> int:
+        """The leader's read index, asked again (no leader yet, a round that failed) until `deadline`."""
+        while True:
+            future: asyncio.Future[int | None] = self._loop.create_future()
+            self.replication.read_index(lambda index: self._call_in_loop(_settle, future, index))
+            try:
+                index = await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                index = None
+            if index is not None:
+                return index
+            if time.monotonic() >= deadline:
+                raise NoQuorum("No leader with a quorum confirmed a linearizable read in time; retry")
+            await asyncio.sleep(_LEADER_POLL_S)  # backoff until a leader is known, not synchronisation
 
     async def wait_applied(self, index: int, timeout_s: float) -> None:
         if self.applied_index >= index:
@@ -497,6 +516,11 @@ class Node:
             "settings_fingerprint": self.config.settings_fingerprint,
             "settings_mismatches": self.replication.settings_mismatches(),
         }
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _local_snapshot_index(data_dir: Path) -> int:

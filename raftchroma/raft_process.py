@@ -228,6 +228,9 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
         if kind == "propose":
             token = message[1]
             replication.propose(message[2], lambda _result, err, token=token: outbox.put("proposed", token, err))
+        elif kind == "read_index":
+            token = message[1]
+            replication.read_index(lambda index, token=token: outbox.put("read_index", token, index))
         elif kind == "snapshot_done":
             replication.snapshot_done(message[1], None if message[2] is None else Path(message[2]))
         elif kind == "force_snapshot":
@@ -265,6 +268,7 @@ class RaftProcess:
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
         self._callbacks: dict[int, Callable[[Any, int], None]] = {}
+        self._read_callbacks: dict[int, Callable[[int | None], None]] = {}
         self._tokens = itertools.count(1)
         self._status: dict[str, Any] = {}
         self._raft = UNKNOWN_STATUS
@@ -309,6 +313,10 @@ class RaftProcess:
             callback = self._callbacks.pop(message[1], None)
             if callback is not None:
                 callback(None, message[2])
+        elif kind == "read_index":
+            read_callback = self._read_callbacks.pop(message[1], None)
+            if read_callback is not None:
+                read_callback(message[2])
         elif kind == "snapshot":
             self._hooks.request_snapshot(Path(message[1]), message[2])
         elif kind == "install":
@@ -335,6 +343,11 @@ class RaftProcess:
         token = next(self._tokens)
         self._callbacks[token] = callback
         self._outbox.put("propose", token, entry)
+
+    def read_index(self, callback: Callable[[int | None], None]) -> None:
+        token = next(self._tokens)
+        self._read_callbacks[token] = callback
+        self._outbox.put("read_index", token)
 
     def snapshot_done(self, ok: bool, written: Path | None = None) -> None:
         self._outbox.put("snapshot_done", ok, None if written is None else str(written))

@@ -54,7 +54,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.transport import TCPTransport
 
-from raftchroma import snapshot, wire
+from raftchroma import read_index, snapshot, wire
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig, RaftTuning
 from raftchroma.journal import DurableJournal
 from raftchroma.result import is_machine_failure
@@ -372,7 +372,16 @@ class _StateMachine(SyncObj):
         self.log_truncations = 0
         self.truncated_entries = 0
         self.truncated_applied_entries = 0
+        self.reads = read_index.ReadIndex(round_timeout_s=conf.raftMaxTimeout)
+        self._read_view = _ReadView(self)
         super().__init__(self_address, peers, conf, transportClass=transport_class)
+
+    def request_read_index(self, callback: read_index.ReadCallback) -> None:
+        """Any thread: a read index for a linearizable read (read_index.py); wakes the tick thread."""
+        self.reads.request(callback)
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
 
     @replicated
     def apply_entry(self, data: bytes) -> int:
@@ -401,8 +410,12 @@ class _StateMachine(SyncObj):
             return self._apply_raw(command[1:])
         if not _pickle_is_inert(command[1:]):
             log.error("raft: skipping a log entry of kind %d that would unpickle objects", command[0])
+            self._apply_raw(b"")  # the node only moves its applied index
             return None
-        return super()._SyncObj__doApplyCommand(command)  # type: ignore[misc]
+        result = super()._SyncObj__doApplyCommand(command)  # type: ignore[misc]
+        if command[:1] != _REGULAR_BYTE:  # a no-op or PySyncObj's own: the node only moves its applied index
+            self._apply_raw(b"")
+        return result
 
     def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> Any:  # noqa: N802 (PySyncObj's name)
         if command[:1] == _MEMBERSHIP_BYTE and not _pickle_is_inert(command[1:]):
@@ -428,6 +441,9 @@ class _StateMachine(SyncObj):
     # ------------------------------------------------------------ the append rule
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if isinstance(message, dict) and message.get("type") in read_index.MESSAGE_TYPES:
+            self.reads.on_message(self._read_view, node, message)
+            return
         if not isinstance(message, dict) or "transmission" in message:
             # Not a PySyncObj message, or its chunked entry (whose pieces it would unpickle); our
             # leaders never send one (see append_budget_bytes).
@@ -503,6 +519,7 @@ class _StateMachine(SyncObj):
                 self.on_fatal(f"the Raft tick failed: {exc!r}")
             raise
         self._observe_leader()  # elections and leader fallback happen in the tick, not in a message
+        self.reads.tick(self._read_view)
 
     def _observe_leader(self) -> None:
         leader, term = self._getLeader(), self._getTerm()
@@ -532,6 +549,37 @@ class _StateMachine(SyncObj):
 JOURNAL_FILE_NAME = "raft.log"
 _TICK_THREAD_SNAPSHOT_WAIT_S = 120.0  # test-only knob: bounded, so a lost snapshot_done cannot hang a node
 _opened_journals: dict[str, DurableJournal] = {}
+
+
+class _ReadView:
+    """The read index's view of a `_StateMachine` (read_index.RaftView); tick thread only."""
+
+    def __init__(self, raft: _StateMachine) -> None:
+        self._raft = raft
+
+    def is_leader(self) -> bool:
+        return bool(self._raft._isLeader())
+
+    def term(self) -> int:
+        return int(self._raft._getTerm())
+
+    def commit_index(self) -> int:
+        return int(self._raft._SyncObj__raftCommitIndex)  # type: ignore[attr-defined]
+
+    def committed_in_term(self) -> bool:
+        raft_log = self._raft._SyncObj__raftLog  # type: ignore[attr-defined]
+        first, commit = raft_log[0][1], self.commit_index()
+        return commit >= first and raft_log[commit - first][2] == self.term()
+
+    def leader(self) -> Any:
+        leader = self._raft._getLeader()
+        return leader if leader in self._raft._SyncObj__connectedNodes else None  # type: ignore[attr-defined]
+
+    def members(self) -> list[Any]:
+        return list(self._raft._SyncObj__otherNodes)  # type: ignore[attr-defined]
+
+    def send(self, node: Any, message: dict[str, Any]) -> None:
+        self._raft._SyncObj__transport.send(node, message)  # type: ignore[attr-defined]
 
 
 _COMMAND_REGULAR = 0  # PySyncObj's _COMMAND_TYPE values (the first byte of a log entry)
@@ -778,6 +826,10 @@ class Replication:
     def propose(self, entry: bytes, callback: ProposeCallback) -> None:
         """Queue `entry` for the log; `callback(index_or_None, fail_reason)` fires on the tick thread."""
         self._raft.propose(entry, callback)
+
+    def read_index(self, callback: read_index.ReadCallback) -> None:
+        """A read index (or None: no leader, no quorum); `callback` fires on the tick thread."""
+        self._raft.request_read_index(callback)
 
     def status(self) -> RaftStatus:
         raw = self._raw_status()
