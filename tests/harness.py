@@ -117,6 +117,7 @@ class Cluster:
     serve_args: tuple[str, ...] = ()
     allow_reset: bool = True
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # added to each node's environment (tokens in env vars)
 
     @property
     def config_path(self) -> Path:
@@ -138,7 +139,7 @@ class Cluster:
         log = open(node.log_path, "ab")
         cmd = [PYTHON, "-m", "raftchroma", "serve", "--config", str(config_path or self.config_path), "--node", node_id,
                *self.serve_args]
-        env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", **self.env)
         limit = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                         preexec_fn=limit)
@@ -200,16 +201,18 @@ DEFAULT_CLUSTER_KEYS = "write_timeout_s = 30.0\nread_timeout_s = 30.0"
 
 def make_cluster(root: Path, size: int = 3, cluster_keys: str = DEFAULT_CLUSTER_KEYS, raft_keys: str = "",
                  serve_args: tuple[str, ...] = (), allow_reset: bool = True, extra_toml: str = "",
-                 client_ssl: ssl.SSLContext | None = None) -> Cluster:
+                 client_ssl: ssl.SSLContext | None = None, env: dict[str, str] | None = None) -> Cluster:
     """`extra_toml`: tables appended to cluster.toml ([[token]], [tls], [http]); `client_ssl`: the
-    nodes serve https (`extra_toml` has [tls]) and the harness reaches them with this context."""
+    nodes serve https (`extra_toml` has [tls]) and the harness reaches them with this context;
+    `env`: added to every node's environment."""
     ports = free_ports(size * 2)
     nodes = {}
     for i in range(size):
         node_id = f"n{i + 1}"
         nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log",
                                      ssl_context=client_ssl)
-    cluster = Cluster(root, nodes, extra_config=extra_toml, serve_args=serve_args, allow_reset=allow_reset)
+    cluster = Cluster(root, nodes, extra_config=extra_toml, serve_args=serve_args, allow_reset=allow_reset,
+                      env=dict(env or {}))
     cluster.write_config(cluster_keys, raft_keys)
     return cluster
 
