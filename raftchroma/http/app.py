@@ -537,12 +537,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# After answering a request whose body was not read (413, 503, 408...), aiohttp reads and drops
+# the rest for this long before closing, so a client still sending gets the answer, not a reset.
+LINGER_S = 2.0
+
+
 async def run_server(node: Node, stop_event: asyncio.Event) -> None:
     """Serve the API until `stop_event` is set, then stop the node."""
     app = build_app(node)
     config = node.config
     runner = web.AppRunner(app, access_log=None, auto_decompress=False,  # intake inflates gzip, within limits
-                           keepalive_timeout=config.http.keepalive_timeout_s)
+                           keepalive_timeout=config.http.keepalive_timeout_s, lingering_time=LINGER_S)
     await runner.setup()
     await node.start()
     assert runner.server is not None
