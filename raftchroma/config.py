@@ -235,11 +235,12 @@ def _parse_tls(raw: Any, base_dir: Path) -> TlsConfig | None:
         return None
     table = _table(raw, "[tls]")
     _reject_unknown(table, _TLS_KEYS, "[tls]")
+    for key in ("cert_file", "key_file"):
+        if key not in table:
+            raise ConfigError(f"[tls]: missing key {key!r} (the node's certificate and private key, PEM)")
     files: dict[str, Path | None] = {}
     for key in sorted(_TLS_KEYS):
         if key not in table:
-            if key in ("cert_file", "key_file"):
-                raise ConfigError(f"[tls]: missing key {key!r} (the node's certificate and private key, PEM)")
             files[key] = None
             continue
         value = Path(_typed(table, key, str, None, "[tls]"))
