@@ -40,7 +40,7 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate da
 class BodyTooLarge(ApiError):
     status = 413
     name = "ChromaError"
-    close_connection = True  # do not read the rest of it
+    close_connection = True  # no keep-alive: aiohttp drops the rest of the body (LINGER_S), then closes
 
     def __init__(self) -> None:
         super().__init__("Failed to buffer the request body: length limit exceeded")
