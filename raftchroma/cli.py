@@ -1,4 +1,5 @@
-"""The `raftchroma` command line (click): serve one node, bring up a local cluster, show status.
+"""The `raftchroma` command line (click): serve one node, bring up a local cluster, show status,
+hash a client token.
 
 Owns: process-level concerns (logging setup, signals, child processes of `up`), and
 turning configuration errors into one-line messages with exit code 2.
@@ -12,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from typing import Any
 import click
 
 from raftchroma.config import (SECRET_ENV, SECRET_FILE_NAME, ClusterConfig, ConfigError, FaultKnobs, NodeConfig,
-                               load_config, with_data_dir_secret)
+                               check_token_text, load_config, token_sha256, with_data_dir_secret)
 from raftchroma.errors import EXIT_CORRUPT, EXIT_CORRUPT_LOG, EXIT_USAGE
 
 STATUS_TIMEOUT_S = 1.0
@@ -150,18 +152,45 @@ async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bo
 # ------------------------------------------------------------------ status
 
 
-def fetch_status(url: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
+def fetch_status(url: str, timeout_s: float = STATUS_TIMEOUT_S,
+                 context: ssl.SSLContext | None = None) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url + "/raftchroma/status", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(url + "/raftchroma/status", timeout=timeout_s, context=context) as resp:
             return json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
 
-def cluster_status(config: ClusterConfig) -> list[dict[str, Any]]:
+def client_ssl(config: ClusterConfig, cacert: str | None = None, cert: str | None = None,
+               key: str | None = None) -> ssl.SSLContext | None:
+    """How this CLI reaches nodes served over TLS: their CA (`--cacert`, else `[tls] ca_file`, else
+    the system's), and a client certificate (`--cert`/`--key`) when nodes require one."""
+    if config.tls is None:
+        return None
+    cafile = cacert or (str(config.tls.ca_file) if config.tls.ca_file is not None else None)
+    context = ssl.create_default_context(cafile=cafile)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def tls_options(command: Any) -> Any:
+    for option in reversed((
+        click.option("--cacert", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="CA that signed the nodes' certificates (default: [tls] ca_file, else the system's)."),
+        click.option("--cert", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Client certificate, when nodes require one ([tls] client_ca_file)."),
+        click.option("--key", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Private key of --cert."),
+    )):
+        command = option(command)
+    return command
+
+
+def cluster_status(config: ClusterConfig, context: ssl.SSLContext | None = None) -> list[dict[str, Any]]:
     rows = []
     for node in config.nodes:
-        status = fetch_status(node.http_url)
+        status = fetch_status(node.http_url, context=context)
         row = {"id": node.id, "url": node.http_url, "reachable": status is not None}
         row.update(status or {})
         rows.append(row)
@@ -171,9 +200,11 @@ def cluster_status(config: ClusterConfig) -> list[dict[str, Any]]:
 @main.command()
 @click.option("--config", "config_path", default="cluster.toml", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_path: str, as_json: bool) -> None:
+@tls_options
+def status(config_path: str, as_json: bool, cacert: str | None, cert: str | None, key: str | None) -> None:
     """Show each node: reachable, role, term, leader, commit/applied/snapshot index, log size."""
-    rows = cluster_status(_load(config_path))
+    config = _load(config_path)
+    rows = cluster_status(config, client_ssl(config, cacert, cert, key))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -183,6 +214,26 @@ def status(config_path: str, as_json: bool) -> None:
     for row in rows:
         click.echo("  ".join(
             f"{str(row.get(c, '-')):<14}" if c != "url" else f"{str(row.get(c, '-')):<24}" for c in columns))
+
+
+# ------------------------------------------------------------------- token
+
+
+@main.group()
+def token() -> None:
+    """Client tokens for cluster.toml's [[token]] tables."""
+
+
+@token.command("hash")
+def token_hash() -> None:
+    """Read a token from stdin; print its SHA-256, the `sha256` of a [[token]] table."""
+    text = sys.stdin.read().strip()
+    try:
+        check_token_text(text, "the token")
+    except ConfigError as exc:
+        click.echo(f"raftchroma: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(token_sha256(text).hex())
 
 
 # ---------------------------------------------------------------------- up
@@ -207,14 +258,14 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace_s: float 
 
 
 def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any = lambda: False,
-                     running: Any = lambda node_id: True) -> str | None:
+                     running: Any = lambda node_id: True, context: ssl.SSLContext | None = None) -> str | None:
     """The leader once every node still `running` answers and they all name the same one;
     None at the deadline, when `should_stop()`, or when no node is running any more."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not should_stop():
         if not any(running(n.id) for n in config.nodes):
             return None
-        rows = [r for r in cluster_status(config) if running(r["id"])]
+        rows = [r for r in cluster_status(config, context) if running(r["id"])]
         leaders = {r.get("leader") for r in rows if r["reachable"]}
         if rows and len(leaders) == 1 and None not in leaders and all(r["reachable"] for r in rows):
             return leaders.pop()
@@ -225,7 +276,8 @@ def _wait_for_leader(config: ClusterConfig, timeout_s: float, should_stop: Any =
 @main.command()
 @click.option("--config", "config_path", default="cluster.toml", show_default=True)
 @click.option("--leader-timeout-s", default=60.0, show_default=True)
-def up(config_path: str, leader_timeout_s: float) -> None:
+@tls_options
+def up(config_path: str, leader_timeout_s: float, cacert: str | None, cert: str | None, key: str | None) -> None:
     """Start every node of the cluster file and keep them running; Ctrl-C stops them all.
 
     A node that dies (a crash, a SIGKILL) is started again, after 1 s, then 2, 4... up to 30 s
@@ -246,7 +298,8 @@ def up(config_path: str, leader_timeout_s: float) -> None:
         for node in config.nodes:
             children[node.id] = _spawn(config_path, node.id)
         leader = _wait_for_leader(config, leader_timeout_s, lambda: stopping,
-                                  lambda node_id: children[node_id].poll() is None)
+                                  lambda node_id: children[node_id].poll() is None,
+                                  client_ssl(config, cacert, cert, key))
         if stopping:
             return
         if any(child.poll() is None for child in children.values()):

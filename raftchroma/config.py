@@ -4,7 +4,8 @@ Owns: the file format, its defaults and its validation. Everything else receives
 `ClusterConfig` (and the id of the node it runs) explicitly; nothing reads the file or
 the environment after start-up, except the cluster secret, which may come from
 `RAFTCHROMA_SECRET`, from a file named by `secret_file`, or from `raft-secret` in the node's data
-directory (written by `raftchroma up`), so that it need not be written into the file.
+directory (written by `raftchroma up`), so that it need not be written into the file. A client
+token given as `env = "NAME"` is read from the environment here, once, and kept only as its SHA-256.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import string
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,10 @@ SECRET_ENV = "RAFTCHROMA_SECRET"
 LEGACY_SECRET_ENV = "RAFTCHROMA_PASSWORD"  # the name before the secret was mandatory; still read
 SECRET_FILE_NAME = "raft-secret"  # in a node's data directory: `raftchroma up` creates it
 LOOPBACK_HOSTS = ("localhost", "::1")
+TOKEN_ACCESS = ("read-write", "read-only")
+ALL = "*"  # a token's tenant or database that stands for every one
+# What Chroma's Python client accepts in a token (chromadb/auth/token_authn: _check_token).
+TOKEN_CHARS = frozenset(string.digits + string.ascii_letters + string.punctuation)
 
 
 class ConfigError(ValueError):
@@ -40,6 +46,7 @@ class NodeConfig:
     http_host: str
     http_port: int
     data_dir: Path
+    https: bool = False  # the client API is served over TLS ([tls] in cluster.toml)
 
     @property
     def raft_address(self) -> str:
@@ -48,7 +55,45 @@ class NodeConfig:
     @property
     def http_url(self) -> str:
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "") else self.http_host
-        return f"http://{host}:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://{host}:{self.http_port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenConfig:
+    """One client token (`[[token]]`): who it is and what it may touch. Only the SHA-256 of the
+    token is kept, never the token."""
+
+    user_id: str
+    sha256: bytes  # digest of the token's UTF-8 bytes
+    tenant: str  # a tenant name, or "*" for every tenant
+    databases: tuple[str, ...]  # database names, or ("*",) for every database of the tenant
+    read_only: bool = False
+    admin: bool = False  # reset, tenants, databases, /raftchroma/test/*
+
+    def __repr__(self) -> str:  # never print the digest: it identifies the token
+        return (f"TokenConfig(user_id={self.user_id!r}, tenant={self.tenant!r}, databases={self.databases!r}, "
+                f"read_only={self.read_only}, admin={self.admin})")
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsConfig:
+    """`[tls]`: the client API over HTTPS (TLS 1.2 or later)."""
+
+    cert_file: Path  # this node's certificate chain (PEM)
+    key_file: Path  # its private key (PEM)
+    client_ca_file: Path | None = None  # when set, clients must present a certificate signed by it
+    ca_file: Path | None = None  # what raftchroma's own clients (status, up) verify nodes with
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpLimits:
+    """`[http]`: per-node bounds on how requests come in (none of them changes what is replicated)."""
+
+    header_read_timeout_s: float = 10.0  # from a request's first byte until its headers are complete
+    body_read_timeout_s: float = 60.0  # from the handler's start until the whole body has arrived
+    max_inflight_body_bytes: int = 160 * 1024 * 1024  # request bodies held at once, all requests together
+    json_thread_min_bytes: int = 256 * 1024  # bodies this large are parsed in a worker thread
+    keepalive_timeout_s: float = 75.0  # an idle keep-alive connection is closed after this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +136,12 @@ class ClusterConfig:
     read_timeout_s: float = 5.0
     max_body_bytes: int = 40 * 1024 * 1024
     max_batch_size: int = 5461
+    max_query_rows: int = 100_000  # n_results x query embeddings a query may ask for
     raft: RaftTuning = RaftTuning()
     path: Path | None = None
+    tokens: tuple[TokenConfig, ...] = ()  # none: the client API is open to anyone who can reach it
+    tls: TlsConfig | None = None
+    http: HttpLimits = HttpLimits()
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -114,7 +163,7 @@ class ClusterConfig:
         the same way whichever node a client asks. Timeouts and Raft timing may differ per node."""
         return {"allow_reset": self.allow_reset, "read_consistency": self.read_consistency,
                 "max_body_bytes": self.max_body_bytes, "max_batch_size": self.max_batch_size,
-                "max_entry_bytes": self.raft.max_entry_bytes}
+                "max_entry_bytes": self.raft.max_entry_bytes, "max_query_rows": self.max_query_rows}
 
     @property
     def settings_fingerprint(self) -> str:
@@ -125,10 +174,13 @@ class ClusterConfig:
 
 _CLUSTER_KEYS = {
     "read_consistency", "allow_reset", "secret", "secret_file", "password", "write_timeout_s", "read_timeout_s",
-    "max_body_bytes", "max_batch_size",
+    "max_body_bytes", "max_batch_size", "max_query_rows",
 }
 _RAFT_KEYS = {f.name for f in dataclasses.fields(RaftTuning)}
+_HTTP_KEYS = {f.name for f in dataclasses.fields(HttpLimits)}
 _NODE_KEYS = {"id", "raft", "http", "data_dir"}
+_TOKEN_KEYS = {"user_id", "sha256", "env", "tenant", "databases", "access", "admin"}
+_TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> ClusterConfig:
@@ -145,12 +197,13 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path | None = None) -> ClusterConfig:
-    _reject_unknown(raw, {"cluster", "raft", "node"}, "top level")
+    _reject_unknown(raw, {"cluster", "raft", "node", "http", "tls", "token"}, "top level")
     cluster = _table(raw.get("cluster", {}), "[cluster]")
     _reject_unknown(cluster, _CLUSTER_KEYS, "[cluster]")
     raft_raw = _table(raw.get("raft", {}), "[raft]")
     _reject_unknown(raft_raw, _RAFT_KEYS, "[raft]")
-    nodes = _parse_nodes(raw.get("node"), base_dir)
+    tls = _parse_tls(raw.get("tls"), base_dir)
+    nodes = _parse_nodes(raw.get("node"), base_dir, https=tls is not None)
     consistency = cluster.get("read_consistency", "linearizable")
     if consistency not in READ_CONSISTENCIES:
         raise ConfigError(f"[cluster] read_consistency must be one of {READ_CONSISTENCIES}, got {consistency!r}")
@@ -164,9 +217,16 @@ def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path |
         read_timeout_s=_positive(cluster, "read_timeout_s", 5.0, "[cluster]"),
         max_body_bytes=int(_positive(cluster, "max_body_bytes", 40 * 1024 * 1024, "[cluster]")),
         max_batch_size=int(_positive(cluster, "max_batch_size", 5461, "[cluster]")),
+        max_query_rows=_count(cluster, "max_query_rows", 100_000, "[cluster]"),
         raft=_parse_raft(raft_raw),
         path=path,
+        tokens=_parse_tokens(raw.get("token", []), environ),
+        tls=tls,
+        http=_parse_http(_table(raw.get("http", {}), "[http]")),
     )
+    if config.http.max_inflight_body_bytes < config.max_body_bytes:
+        raise ConfigError("[http] max_inflight_body_bytes must be at least [cluster] max_body_bytes "
+                          f"({config.max_body_bytes}), or no request of the largest size could ever be read")
     return config
 
 
@@ -206,6 +266,101 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
+def _parse_http(raw: dict[str, Any]) -> HttpLimits:
+    _reject_unknown(raw, _HTTP_KEYS, "[http]")
+    defaults = HttpLimits()
+    values = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[http]") for f in dataclasses.fields(HttpLimits)}
+    for key in ("max_inflight_body_bytes", "json_thread_min_bytes"):
+        values[key] = _count(raw, key, getattr(defaults, key), "[http]")
+    return HttpLimits(**values)
+
+
+def _parse_tls(raw: Any, base_dir: Path) -> TlsConfig | None:
+    if raw is None:
+        return None
+    table = _table(raw, "[tls]")
+    _reject_unknown(table, _TLS_KEYS, "[tls]")
+    for key in ("cert_file", "key_file"):
+        if key not in table:
+            raise ConfigError(f"[tls]: missing key {key!r} (the node's certificate and private key, PEM)")
+    files: dict[str, Path | None] = {}
+    for key in sorted(_TLS_KEYS):
+        if key not in table:
+            files[key] = None
+            continue
+        value = Path(_typed(table, key, str, None, "[tls]"))
+        value = value if value.is_absolute() else base_dir / value
+        if not value.is_file():
+            raise ConfigError(f"[tls] {key}: no such file: {value}")
+        files[key] = value
+    return TlsConfig(**files)  # type: ignore[arg-type]
+
+
+def _parse_tokens(raw: Any, environ: Any) -> tuple[TokenConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("token must be written as [[token]] tables")
+    tokens = tuple(_parse_token(entry, i, environ) for i, entry in enumerate(raw))
+    seen: set[bytes] = set()
+    for token in tokens:
+        if token.sha256 in seen:
+            raise ConfigError(f"[[token]] user_id={token.user_id!r}: the same token is configured twice")
+        seen.add(token.sha256)
+    return tokens
+
+
+def _parse_token(raw: Any, position: int, environ: Any) -> TokenConfig:
+    where = f"[[token]] #{position + 1}"
+    table = _table(raw, where)
+    _reject_unknown(table, _TOKEN_KEYS, where)
+    user_id = _typed(table, "user_id", str, None, where)
+    if not user_id:
+        raise ConfigError(f"{where}: user_id is required (a non-empty string)")
+    where = f"[[token]] user_id={user_id!r}"
+    tenant = _typed(table, "tenant", str, None, where)
+    if not tenant:
+        raise ConfigError(f'{where}: tenant is required (a tenant name, or "*" for every tenant)')
+    databases = table.get("databases")
+    if not isinstance(databases, list) or not databases or not all(isinstance(d, str) and d for d in databases):
+        raise ConfigError(f'{where}: databases must be a non-empty list of names, or ["*"]')
+    if ALL in databases and len(databases) > 1:
+        raise ConfigError(f'{where}: databases is either ["*"] or a list of names, not both')
+    access = table.get("access", "read-write")
+    if access not in TOKEN_ACCESS:
+        raise ConfigError(f"{where}: access must be one of {TOKEN_ACCESS}, got {access!r}")
+    admin = _typed(table, "admin", bool, False, where)
+    if admin and access != "read-write":
+        raise ConfigError(f'{where}: an admin token must have access = "read-write"')
+    return TokenConfig(user_id=user_id, sha256=_token_digest(table, where, environ), tenant=tenant,
+                       databases=tuple(dict.fromkeys(databases)), read_only=access == "read-only", admin=admin)
+
+
+def _token_digest(table: dict[str, Any], where: str, environ: Any) -> bytes:
+    """The SHA-256 the token is known by: written as `sha256`, or computed from `env`'s token."""
+    if ("sha256" in table) == ("env" in table):
+        raise ConfigError(f"{where}: give exactly one of sha256 (the token's hash, see `raftchroma token hash`) or env")
+    if "sha256" in table:
+        digest = _typed(table, "sha256", str, None, where).strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"{where}: sha256 must be 64 hex digits (see `raftchroma token hash`)")
+        return bytes.fromhex(digest)
+    name = _typed(table, "env", str, None, where)
+    token = environ.get(name) if name else None
+    if not token:
+        raise ConfigError(f"{where}: environment variable {name!r} (env) is not set or empty")
+    check_token_text(token, f"{where}: the token in ${name}")
+    return token_sha256(token)
+
+
+def token_sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def check_token_text(token: str, what: str) -> None:
+    """Chroma's clients send only ASCII letters, digits and punctuation; anything else is a mistake."""
+    if not token or not set(token) <= TOKEN_CHARS:
+        raise ConfigError(f"{what} must be non-empty ASCII letters, digits and punctuation (no spaces)")
+
+
 def _parse_raft(raw: dict[str, Any]) -> RaftTuning:
     defaults = RaftTuning()
     values = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[raft]") for f in dataclasses.fields(RaftTuning)}
@@ -219,10 +374,10 @@ def _parse_raft(raw: dict[str, Any]) -> RaftTuning:
     return tuning
 
 
-def _parse_nodes(raw: Any, base_dir: Path) -> tuple[NodeConfig, ...]:
+def _parse_nodes(raw: Any, base_dir: Path, https: bool = False) -> tuple[NodeConfig, ...]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError("at least one [[node]] table is required")
-    nodes = tuple(_parse_node(entry, i, base_dir) for i, entry in enumerate(raw))
+    nodes = tuple(_parse_node(entry, i, base_dir, https) for i, entry in enumerate(raw))
     _reject_duplicates([n.id for n in nodes], "node id")
     _reject_duplicates([(n.raft_host, n.raft_port) for n in nodes], "raft address")
     _reject_duplicates([(n.http_host, n.http_port) for n in nodes], "http address")
@@ -230,7 +385,7 @@ def _parse_nodes(raw: Any, base_dir: Path) -> tuple[NodeConfig, ...]:
     return nodes
 
 
-def _parse_node(raw: Any, position: int, base_dir: Path) -> NodeConfig:
+def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) -> NodeConfig:
     where = f"[[node]] #{position + 1}"
     table = _table(raw, where)
     _reject_unknown(table, _NODE_KEYS, where)
@@ -245,7 +400,7 @@ def _parse_node(raw: Any, position: int, base_dir: Path) -> NodeConfig:
     data_dir = Path(_typed(table, "data_dir", str, None, where))
     if not data_dir.is_absolute():
         data_dir = base_dir / data_dir
-    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir)
+    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https)
 
 
 def _address(value: Any, where: str) -> tuple[str, int]:
@@ -282,6 +437,13 @@ def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str
     value = table.get(key, default)
     if value is not None and not isinstance(value, kind):
         raise ConfigError(f"{where}: {key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _count(table: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
     return value
 
 

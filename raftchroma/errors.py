@@ -37,6 +37,8 @@ class ApiError(Exception):
     status = 400
     name = "ChromaError"
     definite = True
+    close_connection = False  # True: close the connection after answering (a body left unread)
+    headers: dict[str, str] = {}  # extra response headers
 
     def __init__(self, message: str, *, status: int | None = None, name: str | None = None) -> None:
         super().__init__(message)

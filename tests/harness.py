@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -54,8 +55,10 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
 
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None, timeout_s: float = 30.0) -> tuple[int, dict[str, str], Any]:
-    """One HTTP request; returns (status, headers, parsed JSON body or raw text or None)."""
+         raw: bytes | None = None, timeout_s: float = 30.0,
+         context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request; returns (status, headers, parsed JSON body or raw text or None).
+    `context` verifies an https node (and carries a client certificate if one is needed)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
     if body is not None or raw is not None:
@@ -63,7 +66,7 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
     for key, value in (headers or {}).items():
         request.add_header(key, value)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
             return resp.status, dict(resp.headers), decode_body(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), decode_body(exc.read())
@@ -85,17 +88,18 @@ class NodeProcess:
     raft_port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    ssl_context: ssl.SSLContext | None = None  # set: the node serves https ([tls]), verified with this
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.http_port}"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def status(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
         try:
-            code, _, body = http("GET", self.url + "/raftchroma/status", timeout_s=timeout_s)
+            code, _, body = http("GET", self.url + "/raftchroma/status", timeout_s=timeout_s, context=self.ssl_context)
         except (OSError, urllib.error.URLError):
             return None
         return body if code == 200 else None
@@ -109,10 +113,11 @@ class NodeProcess:
 class Cluster:
     root: Path
     nodes: dict[str, NodeProcess]
-    extra_config: str = ""
+    extra_config: str = ""  # TOML appended to cluster.toml: [[token]] tables, [tls], [http]
     serve_args: tuple[str, ...] = ()
     allow_reset: bool = True
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # added to each node's environment (tokens in env vars)
 
     @property
     def config_path(self) -> Path:
@@ -124,6 +129,7 @@ class Cluster:
         for node in self.nodes.values():
             lines += ["[[node]]", f'id = "{node.node_id}"', f'raft = "127.0.0.1:{node.raft_port}"',
                       f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']
+        lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, node_id: str, config_path: Path | None = None, cpus: set[int] | None = None) -> None:
@@ -133,7 +139,7 @@ class Cluster:
         log = open(node.log_path, "ab")
         cmd = [PYTHON, "-m", "raftchroma", "serve", "--config", str(config_path or self.config_path), "--node", node_id,
                *self.serve_args]
-        env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", **self.env)
         limit = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                         preexec_fn=limit)
@@ -194,13 +200,19 @@ DEFAULT_CLUSTER_KEYS = "write_timeout_s = 30.0\nread_timeout_s = 30.0"
 
 
 def make_cluster(root: Path, size: int = 3, cluster_keys: str = DEFAULT_CLUSTER_KEYS, raft_keys: str = "",
-                 serve_args: tuple[str, ...] = (), allow_reset: bool = True) -> Cluster:
+                 serve_args: tuple[str, ...] = (), allow_reset: bool = True, extra_toml: str = "",
+                 client_ssl: ssl.SSLContext | None = None, env: dict[str, str] | None = None) -> Cluster:
+    """`extra_toml`: tables appended to cluster.toml ([[token]], [tls], [http]); `client_ssl`: the
+    nodes serve https (`extra_toml` has [tls]) and the harness reaches them with this context;
+    `env`: added to every node's environment."""
     ports = free_ports(size * 2)
     nodes = {}
     for i in range(size):
         node_id = f"n{i + 1}"
-        nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log")
-    cluster = Cluster(root, nodes, serve_args=serve_args, allow_reset=allow_reset)
+        nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log",
+                                     ssl_context=client_ssl)
+    cluster = Cluster(root, nodes, extra_config=extra_toml, serve_args=serve_args, allow_reset=allow_reset,
+                      env=dict(env or {}))
     cluster.write_config(cluster_keys, raft_keys)
     return cluster
 

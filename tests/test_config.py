@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,103 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path, args: list[s
     assert message in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------- tokens, TLS, [http]
+
+ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
+TOKENS = f"""
+[[token]]
+user_id = "alice"
+sha256 = "{ABC_SHA256.upper()}"
+tenant = "acme"
+databases = ["db1", "db2", "db1"]
+access = "read-only"
+
+[[token]]
+user_id = "root"
+env = "ROOT_TOKEN"
+tenant = "*"
+databases = ["*"]
+admin = true
+"""
+
+
+def test_tokens_keep_only_their_sha256(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD + TOKENS), environ={"ROOT_TOKEN": "r00t-token"})
+    alice, root = config.tokens
+    assert (alice.user_id, alice.tenant, alice.databases, alice.read_only, alice.admin) == (
+        "alice", "acme", ("db1", "db2"), True, False)
+    assert alice.sha256 == bytes.fromhex(ABC_SHA256)
+    assert root.sha256 == hashlib.sha256(b"r00t-token").digest() and root.admin and not root.read_only
+    assert "r00t-token" not in repr(config) and ABC_SHA256 not in repr(config).lower()
+    assert load_config(write(tmp_path, GOOD), environ={}).tokens == ()
+
+
+def test_tls_and_http_tables(tmp_path: Path) -> None:
+    (tmp_path / "node.pem").write_text("x")
+    (tmp_path / "node.key").write_text("x")
+    text = GOOD + '\n[tls]\ncert_file = "node.pem"\nkey_file = "node.key"\n[http]\nheader_read_timeout_s = 3\n'
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.tls is not None and config.tls.cert_file == tmp_path / "node.pem" and config.tls.client_ca_file is None
+    assert [n.http_url for n in config.nodes] == ["https://127.0.0.1:8001", "https://127.0.0.1:8002"]
+    assert config.http.header_read_timeout_s == 3.0 and config.http.body_read_timeout_s == 60.0
+    assert config.max_query_rows == 100_000
+
+
+def _token(**keys: str) -> str:
+    fields = {"user_id": '"u"', "sha256": f'"{ABC_SHA256}"', "tenant": '"t"', "databases": '["d"]', **keys}
+    return "\n[[token]]\n" + "\n".join(f"{k} = {v}" for k, v in fields.items() if v is not None) + "\n"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (_token(sha256='"abc"'), "sha256 must be 64 hex digits"),
+    (_token(sha256=None), "give exactly one of sha256"),
+    (_token(env='"X"'), "give exactly one of sha256"),
+    (_token(sha256=None, env='"MISSING_TOKEN"'), "environment variable 'MISSING_TOKEN' (env) is not set"),
+    (_token(sha256=None, env='"SPACED_TOKEN"'), "must be non-empty ASCII letters, digits and punctuation"),
+    (_token(user_id='""'), "user_id is required"),
+    (_token(tenant=None), "tenant is required"),
+    (_token(databases="[]"), "databases must be a non-empty list"),
+    (_token(databases='["*", "d"]'), 'databases is either ["*"] or a list of names'),
+    (_token(access='"write-only"'), "access must be one of"),
+    (_token(access='"read-only"', admin="true"), 'an admin token must have access = "read-write"'),
+    (_token(admin='"yes"'), "admin must be a bool"),
+    (_token(colour='"red"'), "unknown key 'colour'"),
+    (_token() + _token(user_id='"v"'), "the same token is configured twice"),
+    ("\n[token]\nuser_id = \"u\"\n", "token must be written as [[token]] tables"),
+    ('\n[tls]\ncert_file = "nope.pem"\nkey_file = "nope.key"\n', "[tls] cert_file: no such file"),
+    ('\n[tls]\ncert_file = "x"\n', "[tls]: missing key 'key_file'"),
+    ("\n[http]\nmax_inflight_body_bytes = 1024\n", "max_inflight_body_bytes must be at least [cluster] max_body_bytes"),
+    ("\n[http]\njson_thread_min_bytes = 1.5\n", "json_thread_min_bytes must be a positive integer"),
+    ("\n[http]\nheader_read_timeout_s = 0\n", "header_read_timeout_s must be a positive number"),
+])
+def test_bad_token_tls_and_http_tables_give_one_line_errors(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, GOOD + extra), environ={"SPACED_TOKEN": "has a space"})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_token_hash_reads_stdin() -> None:
+    result = CliRunner().invoke(main, ["token", "hash"], input="abc\n")
+    assert (result.exit_code, result.output) == (0, ABC_SHA256 + "\n")
+    result = CliRunner().invoke(main, ["token", "hash"], input="has space\n")
+    assert result.exit_code == 2 and "ASCII letters, digits and punctuation" in result.output
+
+
+def test_serve_warns_once_about_an_open_api_beyond_loopback(tmp_path: Path) -> None:
+    from raftchroma.http.app import open_api_warning
+
+    class FakeNode:  # open_api_warning reads only these two
+        def __init__(self, config: object, host: str) -> None:
+            self.config = config
+            self.node = dataclasses.replace(config.nodes[0], http_host=host)  # type: ignore[attr-defined]
+
+    open_config = load_config(write(tmp_path, GOOD), environ={})
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert open_api_warning(FakeNode(open_config, host)) is None  # type: ignore[arg-type]
+    warning = open_api_warning(FakeNode(open_config, "0.0.0.0"))  # type: ignore[arg-type]
+    assert warning is not None and "0.0.0.0:8001 with no [[token]]" in warning
+    closed = load_config(write(tmp_path, GOOD + TOKENS), environ={"ROOT_TOKEN": "r00t-token"})
+    assert open_api_warning(FakeNode(closed, "0.0.0.0")) is None  # type: ignore[arg-type]

@@ -11,12 +11,15 @@ Owns: routes, request parsing (via `parse`), rendering results and errors as Chr
   id answers the first outcome (see state_machine.py).
 
 Handlers parse, build a typed op (command.py) or a typed read (reads.py), hand it to the node
-and render; they hold no replication logic and never touch the store.
+and render; they hold no replication logic and never touch the store. Before a handler runs,
+`intake` (deadlines, the body budget, gzip) and `auth` (tokens and scopes, per route) have had
+their say; both are installed here as middleware and own their decisions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -32,7 +35,7 @@ from raftchroma.command import (
     UpdateCollection, WriteRecords,
 )
 from raftchroma.errors import ApiError, InvalidArgument, result_error
-from raftchroma.http import parse
+from raftchroma.http import auth, intake, parse, tls
 from raftchroma.node import Node
 from raftchroma.result import Result, error_body, not_found_collection
 from raftchroma.store import CHROMA_SERVER_VERSION
@@ -55,7 +58,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(exc: ApiError) -> web.Response:
-    return json_response(exc.body(), status=exc.status)
+    response = json_response(exc.body(), status=exc.status, headers=dict(exc.headers) or None)
+    if exc.close_connection:
+        response.force_close()
+    return response
 
 
 def result_response(result: Result, index: int | None = None) -> web.Response:
@@ -70,8 +76,6 @@ async def chroma_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     except ApiError as exc:
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
-        return json_response(error_body("ChromaError", "Failed to buffer the request body: length limit exceeded"), 413)
     except web.HTTPMethodNotAllowed as exc:
         return web.Response(status=405, headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
@@ -93,9 +97,21 @@ def node_of(request: web.Request) -> Node:
 
 
 async def body_as(request: web.Request, spec: parse.Struct) -> dict[str, Any]:
-    """Stage 1 of Chroma's checks: content type, then the body deserialized into `spec`."""
+    """Stage 1 of Chroma's checks: content type, then the body deserialized into `spec`. A large
+    body is parsed in a worker thread, so the event loop keeps answering meanwhile."""
     parse.check_content_type(request.headers.get("Content-Type"))
-    return parse.payload(await request.read(), spec)
+    raw = await intake.read_body(request)
+    if len(raw) >= request.app[intake.INTAKE_KEY].limits.json_thread_min_bytes:
+        return await asyncio.to_thread(parse.payload, raw, spec)
+    return parse.payload(raw, spec)
+
+
+async def json_of(request: web.Request) -> Any:
+    """A raftchroma-own route's JSON body (read within the same limits as Chroma's routes)."""
+    try:
+        return orjson.loads(await intake.read_body(request))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"Failed to parse the request body as JSON: {exc}") from None
 
 
 def read_of(request: web.Request, query: reads.Query) -> reads.Read:
@@ -194,7 +210,7 @@ async def pre_flight_checks(request: web.Request) -> web.Response:
 
 
 async def identity(request: web.Request) -> web.Response:
-    return json_response({"user_id": "", "tenant": "default_tenant", "databases": ["default_database"]})
+    return json_response(auth.identity_body(auth.request_token(request)))
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -326,14 +342,15 @@ async def delete_records(request: web.Request) -> web.Response:
     return await do_write(request, op)
 
 
-def records_read(spec: Any, parse_request: Callable[[Any], dict[str, Any]],
+def records_read(spec: Any, parse_request: Callable[..., dict[str, Any]],
                  query: type[reads.GetRecords] | type[reads.QueryRecords]) -> Handler:
     """get and query: parse, check the collection as Chroma orders its checks, then read."""
     async def handle(request: web.Request) -> web.Response:
         body = await body_as(request, spec)
         tenant, database = path_scope(request)
         api_id = path_collection_id(request)
-        req = await checked(request, api_id, lambda: parse_request(body))
+        bound = {"max_rows": node_of(request).config.max_query_rows} if query is reads.QueryRecords else {}
+        req = await checked(request, api_id, lambda: parse_request(body, **bound))
         return await do_read(request, query(tenant, database, api_id, req))
     return handle
 
@@ -382,7 +399,9 @@ async def get_by_crn(request: web.Request) -> web.Response:
 
 
 async def raft_status(request: web.Request) -> web.Response:
-    return json_response(node_of(request).status())
+    body = node_of(request).status()
+    body["request_body_bytes_in_flight"] = request.app[intake.INTAKE_KEY].budget.in_flight_bytes
+    return json_response(body)
 
 
 async def raft_digest(request: web.Request) -> web.Response:
@@ -396,7 +415,7 @@ async def test_partition(request: web.Request) -> web.Response:
     node = node_of(request)
     if not node.fault_injection:
         raise web.HTTPNotFound()
-    body = await request.json()
+    body = await json_of(request)
     if not isinstance(body, dict):
         raise InvalidArgument("expected {\"blocked\": [node ids], \"inbound_only\": false}")
     blocked, inbound_only = body.get("blocked"), body.get("inbound_only", False)
@@ -415,7 +434,7 @@ async def test_faults(request: web.Request) -> web.Response:
     node = node_of(request)
     if not node.fault_injection:
         raise web.HTTPNotFound()
-    body = await request.json()
+    body = await json_of(request)
     flags = {key: body.get(key, False) for key in ("disk_full", "apply_fails")} if isinstance(body, dict) else {}
     if not flags or not all(isinstance(v, bool) for v in flags.values()):
         raise InvalidArgument('expected {"disk_full": false, "apply_fails": false}')
@@ -487,24 +506,62 @@ async def add_trace_id(request: web.Request, response: web.StreamResponse) -> No
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[chroma_errors], client_max_size=node.config.max_body_bytes)
+    config = node.config
+    limits = intake.Intake(config.http, config.max_body_bytes)
+    # Outermost first: render every error Chroma's way; deadlines and the body budget; then the
+    # token, checked on the headers before any body is read.
+    middlewares = [chroma_errors, limits.middleware, auth.middleware(auth.Authorizer(config.tokens))]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app.on_response_prepare.append(add_trace_id)
     app[NODE_KEY] = node
+    app[intake.INTAKE_KEY] = limits
     add_routes(app)
     return app
+
+
+def open_api_warning(node: Node) -> str | None:
+    """The warning `serve` logs when anyone beyond this machine could use an API without tokens."""
+    if node.config.tokens or _is_loopback(node.node.http_host):
+        return None
+    return (f"node {node.node.id} serves the Chroma API on {node.node.http_host}:{node.node.http_port} with no "
+            "[[token]] in cluster.toml: anyone who can reach it can read, write and delete everything "
+            "(see README, Security)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve beyond this machine
+        return False
+
+
+# After answering a request whose body was not read (413, 503, 408...), aiohttp reads and drops
+# the rest for this long before closing, so a client still sending gets the answer, not a reset.
+LINGER_S = 2.0
 
 
 async def run_server(node: Node, stop_event: asyncio.Event) -> None:
     """Serve the API until `stop_event` is set, then stop the node."""
     app = build_app(node)
-    runner = web.AppRunner(app, access_log=None)
+    config = node.config
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False,  # intake inflates gzip, within limits
+                           keepalive_timeout=config.http.keepalive_timeout_s, lingering_time=LINGER_S)
     await runner.setup()
     await node.start()
-    site = web.TCPSite(runner, node.node.http_host, node.node.http_port, reuse_address=True)
-    await site.start()
+    assert runner.server is not None
+    ssl_context = tls.server_context(config.tls) if config.tls is not None else None
+    listener = await asyncio.get_running_loop().create_server(
+        app[intake.INTAKE_KEY].protocol_factory(runner.server), node.node.http_host, node.node.http_port,
+        ssl=ssl_context, reuse_address=True)
     log.info("node %s serving the Chroma API on %s", node.node.id, node.node.http_url)
+    warning = open_api_warning(node)
+    if warning is not None:
+        log.warning(warning)
     try:
         await stop_event.wait()
     finally:
+        listener.close()
         await runner.cleanup()
         await node.stop()

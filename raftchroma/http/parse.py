@@ -1016,11 +1016,18 @@ def delete_request(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def query_request(body: dict[str, Any]) -> dict[str, Any]:
+def query_request(body: dict[str, Any], max_rows: int | None = None) -> dict[str, Any]:
+    """A query's fields; `max_rows` bounds n_results x query embeddings (raftchroma's own limit:
+    Chroma would try to build the whole answer, whatever its size)."""
     where_clauses(body)
-    n_results = body["n_results"]
-    return dict(body, query_embeddings=query_embeddings(body["query_embeddings"]),
-                n_results=10 if n_results is None else n_results)
+    n_results = 10 if body["n_results"] is None else body["n_results"]
+    embeddings = query_embeddings(body["query_embeddings"])
+    rows = n_results * len(embeddings)
+    if max_rows is not None and rows > max_rows:
+        raise InvalidArgument(
+            f"A query may ask for at most {max_rows} rows (n_results x query embeddings, [cluster] max_query_rows); "
+            f"this one asks for {n_results} x {len(embeddings)} = {rows}: ask for fewer results or split the query")
+    return dict(body, query_embeddings=embeddings, n_results=n_results)
 
 
 def query_embeddings(rows: list[list[float]]) -> np.ndarray:
