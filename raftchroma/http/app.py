@@ -12,6 +12,10 @@ Owns: routes, request parsing (via `parse`), rendering results and errors as Chr
 
 Handlers parse, build a typed op (command.py) or a typed read (reads.py), hand it to the node
 and render; they hold no replication logic and never touch the store.
+
+Operations: `GET /metrics` (Prometheus text, metrics.py), `GET /readyz` (200 when this node can
+serve: a usable leader and its store caught up; else 503 with the reason), `GET /livez` (200 while
+this process serves and its applier and Raft process run), and `GET /raftchroma/status`.
 """
 
 from __future__ import annotations
@@ -62,6 +66,26 @@ def result_response(result: Result, index: int | None = None) -> web.Response:
     # Also on a committed write that Chroma refused (e.g. 409): the index still orders it.
     headers = {INDEX_HEADER: str(index)} if index is not None else None
     return json_response(result.body, status=result.status, headers=headers)
+
+
+@web.middleware
+async def http_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by its route's pattern (bounded), not its URL (unbounded)."""
+    started, status = time.monotonic(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first (nginx's code for it)
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        node_of(request).metrics.http_request(request.method, resource.canonical if resource is not None else None,
+                                              status, time.monotonic() - started)
 
 
 @web.middleware
@@ -385,6 +409,25 @@ async def raft_status(request: web.Request) -> web.Response:
     return json_response(node_of(request).status())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = node_of(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node = node_of(request)
+    reason = node.readiness()
+    body = {"ready": reason is None, "node": node.node.id, "applied_index": node.applied_index}
+    return json_response(body if reason is None else {**body, "reason": reason}, 200 if reason is None else 503)
+
+
+async def livez(request: web.Request) -> web.Response:
+    node = node_of(request)
+    reason = node.liveness()
+    body = {"live": reason is None, "node": node.node.id}
+    return json_response(body if reason is None else {**body, "reason": reason}, 200 if reason is None else 503)
+
+
 async def raft_digest(request: web.Request) -> web.Response:
     """Per-collection digests at this node's applied index (after the read's consistency wait)."""
     return await do_read(request, reads.Digest())
@@ -471,6 +514,9 @@ def add_routes(app: web.Application) -> None:
         spec=parse.ANY_OBJECT))
     r.add_route("*", "/api/v1/{tail:.+}", v1_gone)
     r.add_get("/raftchroma/status", raft_status)
+    r.add_get("/metrics", metrics)
+    r.add_get("/readyz", readyz)
+    r.add_get("/livez", livez)
     r.add_get("/raftchroma/digest", raft_digest)
     r.add_post("/raftchroma/test/partition", test_partition)
     r.add_post("/raftchroma/test/faults", test_faults)
@@ -487,7 +533,7 @@ async def add_trace_id(request: web.Request, response: web.StreamResponse) -> No
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[chroma_errors], client_max_size=node.config.max_body_bytes)
+    app = web.Application(middlewares=[http_metrics, chroma_errors], client_max_size=node.config.max_body_bytes)
     app.on_response_prepare.append(add_trace_id)
     app[NODE_KEY] = node
     add_routes(app)
@@ -500,9 +546,10 @@ async def run_server(node: Node, stop_event: asyncio.Event) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await node.start()
-    site = web.TCPSite(runner, node.node.http_host, node.node.http_port, reuse_address=True)
+    host, port = node.node.http_bind
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    log.info("node %s serving the Chroma API on %s", node.node.id, node.node.http_url)
+    log.info("node %s serving the Chroma API on %s:%d (advertised as %s)", node.node.id, host, port, node.node.http_url)
     try:
         await stop_event.wait()
     finally:
