@@ -18,7 +18,6 @@ Names follow etcd's (`etcd_server_has_leader`, `..._proposals_committed_total`),
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -180,5 +179,3 @@ class NodeMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def since(started_s: float) -> float:
-    return time.monotonic() - started_s
