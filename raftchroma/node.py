@@ -13,8 +13,10 @@ waiting request gets (index, result). Read: a typed `reads.Read` -> wait for its
 Raft runs in a child process (raft_process.py), so Chroma's GIL-bound work here never stalls
 heartbeats. Which thread owns what: the event loop owns the waiter maps and barriers; the Raft
 proxy's reader thread only calls `enqueue_entry`, `request_snapshot`, `queue_install` and
-`raft_applied` (which queue work); the applier thread owns `applied_index` (written there, read anywhere), the store's changes
-and snapshots; the read pool only reads the store, inside `Store.reading()`.
+`raft_applied` (which queue work); the applier thread owns `applied_index` (written there, read
+anywhere), the store's changes and snapshots; the read pool only reads the store, inside
+`Store.reading()`. `metrics` is written by all of them (prometheus_client is thread-safe) and read
+by the event loop at scrape time.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raftchroma import snapshot, state_machine
-from raftchroma.metrics import NodeMetrics, RaftSample
 from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry, encode_entry, request_digest
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
     NotReady, WriteOutcomeUnknown, exit_now,
 )
+from raftchroma.metrics import NodeMetrics, RaftSample
 from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.raft_process import RaftProcess
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS
