@@ -1,8 +1,9 @@
 """The `raftchroma` command line (click): serve one node, bring up a local cluster, show status,
 hash a client token.
 
-Owns: process-level concerns (logging setup, signals, child processes of `up`), and
-turning configuration errors into one-line messages with exit code 2.
+Owns: process-level concerns (logging setup, signals, child processes of `up`), the environment
+variables `serve` reads (each an option's `envvar`, so `--help` lists them), and turning
+configuration errors into one-line messages with exit code 2.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 
 import click
 
+from raftchroma import logs
 from raftchroma.config import (SECRET_ENV, SECRET_FILE_NAME, ClusterConfig, ConfigError, FaultKnobs, NodeConfig,
-                               check_token_text, load_config, token_sha256, with_data_dir_secret)
+                               check_token_text, load_config, token_sha256, with_data_dir_secret,
+                               with_node_overrides)
 from raftchroma.errors import EXIT_CORRUPT, EXIT_CORRUPT_LOG, EXIT_USAGE
 
 STATUS_TIMEOUT_S = 1.0
@@ -44,9 +47,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", default="cluster.toml", show_default=True, help="Cluster file.")
-@click.option("--node", "node_id", default=None, help="Id of the node to run (from the cluster file).")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--config", "config_path", default="cluster.toml", show_default=True, envvar="RAFTCHROMA_CONFIG",
+              show_envvar=True, help="Cluster file.")
+@click.option("--node", "node_id", default=None, envvar="RAFTCHROMA_NODE", show_envvar=True,
+              help="Id of the node to run (from the cluster file).")
+@click.option("--raft-listen", default=None, envvar="RAFTCHROMA_RAFT_LISTEN", show_envvar=True,
+              help="host:port the Raft port binds (e.g. 0.0.0.0:7000); overrides the node's raft_listen.")
+@click.option("--http-listen", default=None, envvar="RAFTCHROMA_HTTP_LISTEN", show_envvar=True,
+              help="host:port the API binds (e.g. 0.0.0.0:8000); overrides the node's http_listen.")
+@click.option("--data-dir", default=None, envvar="RAFTCHROMA_DATA_DIR", show_envvar=True,
+              help="Absolute path; overrides the node's data_dir.")
+@click.option("--log-level", default="INFO", show_default=True, envvar="RAFTCHROMA_LOG_LEVEL", show_envvar=True)
+@click.option("--log-format", type=click.Choice(logs.LOG_FORMATS), default="text", show_default=True,
+              envvar="RAFTCHROMA_LOG_FORMAT", show_envvar=True, help="json: one JSON object per line.")
 @click.option("--unsafe-local-reads", is_flag=True, hidden=True,
               help="TEST ONLY: serve linearizable reads without a barrier (jepsen-lite proves this is unsafe).")
 @click.option("--fault-injection", is_flag=True, hidden=True,
@@ -59,7 +72,8 @@ def main() -> None:
               help="TEST ONLY (needs --fault-injection): writing a snapshot takes this much longer.")
 @click.option("--test-snapshot-in-tick-thread", is_flag=True, hidden=True,
               help="TEST ONLY (needs --fault-injection): the Raft tick thread waits while a snapshot is written.")
-def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_reads: bool,
+def serve(config_path: str, node_id: str | None, raft_listen: str | None, http_listen: str | None,
+          data_dir: str | None, log_level: str, log_format: str, unsafe_local_reads: bool,
           fault_injection: bool, test_snapshot_chunk_delay_s: float, test_no_snapshot_keepalive: bool,
           test_snapshot_write_delay_s: float, test_snapshot_in_tick_thread: bool) -> None:
     """Run one node in the foreground until SIGTERM or SIGINT."""
@@ -68,6 +82,7 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
         click.echo("raftchroma: --node is required (one of: " + ", ".join(n.id for n in config.nodes) + ")", err=True)
         sys.exit(EXIT_USAGE)
     try:
+        config = with_node_overrides(config, node_id, raft_listen, http_listen, data_dir)
         node_config = config.node(node_id)
     except ConfigError as exc:
         click.echo(f"raftchroma: {exc}", err=True)
@@ -80,18 +95,16 @@ def serve(config_path: str, node_id: str | None, log_level: str, unsafe_local_re
         click.echo("raftchroma: the --test-* options need --fault-injection", err=True)
         sys.exit(EXIT_USAGE)
     config = _with_secret(config, node_config)
-    _setup_logging(log_level, node_id)
+    logs.configure(log_level, node_id, log_format)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     from raftchroma.journal import JournalCorrupt
     from raftchroma.snapshot import SnapshotCorrupt
     try:
         asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection, faults))
     except JournalCorrupt as exc:
-        click.echo(f"raftchroma: refusing to start node {node_id}: corrupt Raft journal: {exc}", err=True)
-        sys.exit(EXIT_CORRUPT)
+        _refuse(log_format, f"refusing to start node {node_id}: corrupt Raft journal: {exc}")
     except SnapshotCorrupt as exc:
-        click.echo(f"raftchroma: refusing to start node {node_id}: corrupt snapshot: {exc}", err=True)
-        sys.exit(EXIT_CORRUPT)
+        _refuse(log_format, f"refusing to start node {node_id}: corrupt snapshot: {exc}")
 
 
 def _with_secret(config: ClusterConfig, node_config: NodeConfig) -> ClusterConfig:
@@ -128,10 +141,13 @@ def ensure_local_secret(config: ClusterConfig) -> None:
         os.chmod(path, 0o600)
 
 
-def _setup_logging(level: str, node_id: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _refuse(log_format: str, message: str) -> None:
+    """Exit 3 with one line: a log record in JSON mode (every stderr line parses), else plain."""
+    if log_format == "json":
+        logging.getLogger(__name__).critical(message)
+    else:
+        click.echo(f"raftchroma: {message}", err=True)
+    sys.exit(EXIT_CORRUPT)
 
 
 async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool, fault_injection: bool,
@@ -197,23 +213,51 @@ def cluster_status(config: ClusterConfig, context: ssl.SSLContext | None = None)
     return rows
 
 
+STATUS_COLUMNS = ("id", "url", "reachable", "role", "term", "leader", "commit_index", "applied_index", "lag",
+                  "match_index", "snapshot_index", "log_len", "journal_bytes")
+
+
+def with_lag(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row plus `lag` (the leader's commit index minus the node's applied index) and, for a
+    follower, `leader_match_index` (the leader's view of how far its log is replicated); None
+    where no reachable node is the leader they name."""
+    leaders = [r for r in rows if r.get("reachable") and r.get("role") == "leader" and r.get("leader") == r["id"]]
+    leader = max(leaders, key=lambda r: r.get("term", 0)) if leaders else None
+    out = []
+    for row in rows:
+        lag = match = None
+        if leader is not None and row.get("reachable"):
+            lag = max(0, leader["commit_index"] - row["applied_index"])
+            match = (leader.get("match_index") or {}).get(row["id"])
+        out.append({**row, "lag": lag, "leader_match_index": match})
+    return out
+
+
+def status_table(rows: list[dict[str, Any]]) -> list[str]:
+    """`raftchroma status` as aligned text lines: a header, then one line per node."""
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get("leader_match_index" if column == "match_index" else column)
+        return "-" if value is None else str(value)
+    table = [list(STATUS_COLUMNS)] + [[cell(row, c) for c in STATUS_COLUMNS] for row in with_lag(rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
+    return ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table]
+
+
 @main.command()
-@click.option("--config", "config_path", default="cluster.toml", show_default=True)
+@click.option("--config", "config_path", default="cluster.toml", show_default=True, envvar="RAFTCHROMA_CONFIG",
+              show_envvar=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @tls_options
 def status(config_path: str, as_json: bool, cacert: str | None, cert: str | None, key: str | None) -> None:
-    """Show each node: reachable, role, term, leader, commit/applied/snapshot index, log size."""
+    """Show each node: reachable, role, term, leader, commit and applied index, lag behind the
+    leader's commit index, the leader's match index for it, snapshot index and log size."""
     config = _load(config_path)
-    rows = cluster_status(config, client_ssl(config, cacert, cert, key))
+    rows = with_lag(cluster_status(config, client_ssl(config, cacert, cert, key)))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    columns = ("id", "url", "reachable", "role", "term", "leader", "commit_index", "applied_index",
-               "snapshot_index", "log_len", "journal_bytes")
-    click.echo("  ".join(f"{c:<14}" if c != "url" else f"{c:<24}" for c in columns))
-    for row in rows:
-        click.echo("  ".join(
-            f"{str(row.get(c, '-')):<14}" if c != "url" else f"{str(row.get(c, '-')):<24}" for c in columns))
+    for line in status_table(rows):
+        click.echo(line)
 
 
 # ------------------------------------------------------------------- token

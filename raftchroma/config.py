@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import string
@@ -47,10 +48,29 @@ class NodeConfig:
     http_port: int
     data_dir: Path
     https: bool = False  # the client API is served over TLS ([tls] in cluster.toml)
+    raft_listen: str | None = None  # where the Raft port binds ("0.0.0.0:7000"); None: the advertised `raft`
+    http_listen: str | None = None  # where the API binds; None: the advertised `http`
 
     @property
     def raft_address(self) -> str:
+        """The advertised Raft address: what peers dial, and how they identify this node."""
         return f"{self.raft_host}:{self.raft_port}"
+
+    @property
+    def raft_bind_address(self) -> str:
+        return self.raft_listen or self.raft_address
+
+    @property
+    def http_bind(self) -> tuple[str, int]:
+        """(host, port) the API listens on."""
+        return _address(self.http_listen, "http_listen") if self.http_listen else (self.http_host, self.http_port)
+
+    @property
+    def listen_url(self) -> str:
+        """The API as reached from this node's own machine (health checks)."""
+        host, port = self.http_bind
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
     @property
     def http_url(self) -> str:
@@ -152,8 +172,10 @@ class ClusterConfig:
 
     @property
     def raft_is_loopback_only(self) -> bool:
-        """True when every Raft address is on loopback: the one case a missing secret is allowed."""
-        return all(is_loopback(n.raft_host) for n in self.nodes)
+        """True when every Raft address, advertised and bound, is on loopback: the one case a
+        missing secret is allowed."""
+        return all(is_loopback(n.raft_host) and is_loopback(n.raft_bind_address.rpartition(":")[0])
+                   for n in self.nodes)
 
     def peers_of(self, node_id: str) -> tuple[NodeConfig, ...]:
         return tuple(n for n in self.nodes if n.id != node_id)
@@ -181,6 +203,7 @@ _HTTP_KEYS = {f.name for f in dataclasses.fields(HttpLimits)}
 _NODE_KEYS = {"id", "raft", "http", "data_dir"}
 _TOKEN_KEYS = {"user_id", "sha256", "env", "tenant", "databases", "access", "admin"}
 _TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
+_NODE_OPTIONAL_KEYS = {"raft_listen", "http_listen"}
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> ClusterConfig:
@@ -263,7 +286,13 @@ def with_data_dir_secret(config: ClusterConfig, node: NodeConfig) -> ClusterConf
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether `host` is this machine only (a name other than localhost may resolve beyond it)."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse_http(raw: dict[str, Any]) -> HttpLimits:
@@ -388,7 +417,7 @@ def _parse_nodes(raw: Any, base_dir: Path, https: bool = False) -> tuple[NodeCon
 def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) -> NodeConfig:
     where = f"[[node]] #{position + 1}"
     table = _table(raw, where)
-    _reject_unknown(table, _NODE_KEYS, where)
+    _reject_unknown(table, _NODE_KEYS | _NODE_OPTIONAL_KEYS, where)
     for key in sorted(_NODE_KEYS):
         if key not in table:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -397,10 +426,40 @@ def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) ->
         raise ConfigError(f"{where}: id must be a non-empty name of letters, digits, '-' or '_'")
     raft_host, raft_port = _address(table["raft"], f"{where} raft")
     http_host, http_port = _address(table["http"], f"{where} http")
+    listen = {key: _listen(table.get(key), f"{where} {key}") for key in sorted(_NODE_OPTIONAL_KEYS)}
     data_dir = Path(_typed(table, "data_dir", str, None, where))
     if not data_dir.is_absolute():
         data_dir = base_dir / data_dir
-    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https)
+    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https, **listen)
+
+
+def _listen(value: Any, where: str) -> str | None:
+    """A bind address, checked like an advertised one and normalised to 'host:port'."""
+    if value is None:
+        return None
+    host, port = _address(value, where)
+    return f"{host}:{port}"
+
+
+def with_node_overrides(config: ClusterConfig, node_id: str, raft_listen: str | None = None,
+                        http_listen: str | None = None, data_dir: str | None = None) -> ClusterConfig:
+    """`config` with node `node_id`'s bind addresses or data dir replaced (from `raftchroma serve`'s
+    options or their environment variables, e.g. in a container). The advertised addresses stay."""
+    node = config.node(node_id)
+    changes: dict[str, Any] = {}
+    if raft_listen:
+        changes["raft_listen"] = _listen(raft_listen, "--raft-listen")
+    if http_listen:
+        changes["http_listen"] = _listen(http_listen, "--http-listen")
+    if data_dir:
+        path = Path(data_dir)
+        if not path.is_absolute():
+            raise ConfigError(f"--data-dir must be an absolute path, got {data_dir!r}")
+        changes["data_dir"] = path
+    if not changes:
+        return config
+    replaced = dataclasses.replace(node, **changes)
+    return dataclasses.replace(config, nodes=tuple(replaced if n.id == node_id else n for n in config.nodes))
 
 
 def _address(value: Any, where: str) -> tuple[str, int]:

@@ -17,6 +17,7 @@ before the call returns:
 
 Opening a file with a bad checksum or a record cut short raises JournalCorrupt naming the
 file and offset: the node refuses to start rather than run with silently missing entries.
+Every fsync is timed into `fsync_seconds` (reported as a metric through the Raft process's status).
 Duck-typed to pysyncobj.journal.Journal; this module does not import pysyncobj.
 """
 
@@ -25,11 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
+
+from raftchroma.metrics import BucketCounts
 
 MAGIC = b"RCJ1"
 _HEADER = struct.Struct("<II")  # payload length, crc32 of payload
@@ -48,7 +52,8 @@ class DurableJournal:
 
     def __init__(self, path: str | os.PathLike[str], fsync: Callable[[int], None] = os.fsync) -> None:
         self._path = Path(path)
-        self._fsync = fsync
+        self._fsync_call = fsync
+        self.fsync_seconds = BucketCounts()
         self._entries: list[tuple[bytes, int, int]] = []
         self._term = 0
         self._voted_for: Any = None
@@ -99,6 +104,13 @@ class DurableJournal:
             raise JournalCorrupt(f"{self._path}: unknown record kind {kind!r} at offset {offset}")
 
     # ------------------------------------------------------------- writing
+
+    def _fsync(self, fd: int) -> None:
+        started = time.monotonic()
+        try:
+            self._fsync_call(fd)
+        finally:
+            self.fsync_seconds.observe(time.monotonic() - started)
 
     injected_failure: OSError | None = None  # TEST ONLY (fault injection): every append fails with it
 

@@ -12,9 +12,11 @@ waiting request gets (index, result). Read: a typed `reads.Read` -> wait for its
 
 Raft runs in a child process (raft_process.py), so Chroma's GIL-bound work here never stalls
 heartbeats. Which thread owns what: the event loop owns the waiter maps and barriers; the Raft
-proxy's reader thread only calls `enqueue_entry`, `request_snapshot` and `queue_install` (which
-queue work); the applier thread owns `applied_index` (written there, read anywhere), the store's changes
-and snapshots; the read pool only reads the store, inside `Store.reading()`.
+proxy's reader thread only calls `enqueue_entry`, `request_snapshot`, `queue_install` and
+`raft_applied` (which queue work); the applier thread owns `applied_index` (written there, read
+anywhere), the store's changes and snapshots; the read pool only reads the store, inside
+`Store.reading()`. `metrics` is written by all of them (prometheus_client is thread-safe) and read
+by the event loop at scrape time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
     NotReady, WriteOutcomeUnknown, exit_now,
 )
+from raftchroma.metrics import NodeMetrics, RaftSample
 from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.raft_process import RaftProcess
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS
@@ -60,6 +63,7 @@ RETRY_ADVICE = ("Retry with the same X-Raftchroma-Request-Id header to apply it 
 MAX_PENDING_WRITES = 10_000  # writes proposed and not yet answered, per node
 MAX_PENDING_READS = 10_000  # reads waiting for a barrier, an index or the read pool, per node
 MAX_APPLY_BACKLOG = 10_000  # committed entries not yet applied here; past it, new writes are refused
+READY_MAX_APPLY_LAG_ENTRIES = 100  # /readyz: applied may trail the known commit index by this much
 
 
 class Overloaded(ApiError):
@@ -105,6 +109,7 @@ class Node:
         self._skip_through = 0
         self._snapshot_forced = False
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
+        self.metrics = NodeMetrics(self.metrics_sample)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -131,7 +136,7 @@ class Node:
 
     # ------------------------------------------------------------ apply thread
 
-    # The three hooks below are called by the Raft proxy's reader thread, in the order PySyncObj
+    # The four hooks below are called by the Raft proxy's reader thread, in the order PySyncObj
     # produced them (raft_process.py), so the apply queue is in log order.
 
     def enqueue_entry(self, index: int, data: bytes) -> None:
@@ -146,6 +151,12 @@ class Node:
         """Install a verified snapshot (received, or the local one at start) pinned at `pinned`."""
         self._install_generation += 1
         self._apply_queue.put(("install", pinned, header, self._install_generation))
+
+    def raft_applied(self, index: int) -> None:
+        """Raft has handed over every entry up to `index` (all queued before this call). Entries
+        that are not ours (PySyncObj's no-op at the start of each term) never reach the applier,
+        so this is what lets `applied_index` equal the commit index when the node is caught up."""
+        self._apply_queue.put(("raft_applied", index))
 
     def _apply_loop(self) -> None:
         """Crash, don't limp: an applier that died would leave a node that answers heartbeats
@@ -168,6 +179,9 @@ class Node:
                 return
             if item[0] == "entry":
                 self._apply_entry(item[1], item[2])
+            elif item[0] == "raft_applied":
+                if item[1] > max(self.applied_index, 1):  # index 1 is PySyncObj's empty first entry
+                    self._set_applied(item[1])
             elif item[0] == "snapshot":
                 self._write_snapshot(*item[1:])
             else:
@@ -206,11 +220,13 @@ class Node:
         except CorruptEntry as exc:
             log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
             exit_now(EXIT_CORRUPT_LOG)
+        started = time.monotonic()
         if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
             self._mark_dirty(index)
         for proposal in proposals:
             outcome = self._apply_until_done(proposal, index)
             self._resolve(proposal.rid, outcome.index, outcome.result)
+        self.metrics.applied(time.monotonic() - started)
         self._set_applied(index)
         self._count_log_bytes(len(data))
 
@@ -264,6 +280,7 @@ class Node:
             self.snapshot_index = raft_meta["index"]
             self._log_bytes_since_snapshot, self._snapshot_forced = 0, False
             log.info("snapshot at index %d written in %.2fs", raft_meta["index"], time.monotonic() - started)
+            self.metrics.snapshot("write", time.monotonic() - started)
             self.replication.snapshot_done(True, local_path)
         except OSError:
             log.exception("writing the snapshot at index %d failed", raft_meta["index"])
@@ -285,6 +302,7 @@ class Node:
         self.snapshot_installs += 1
         self._log_bytes_since_snapshot, self._snapshot_forced = 0, False
         log.info("installed snapshot at index %d in %.2fs", header["index"], time.monotonic() - started)
+        self.metrics.snapshot("install", time.monotonic() - started)
         self._set_applied(header["index"])
 
     def _resolve(self, rid: bytes | None, index: int, result: Result) -> None:
@@ -323,7 +341,17 @@ class Node:
             raise EntryTooLarge(f"Log entry of {len(entry)} bytes exceeds the limit of {self.config.raft.max_entry_bytes}")
         return await self._propose(proposal.rid, entry, self.config.write_timeout_s)
 
-    async def _propose(self, rid: bytes, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+    async def _propose(self, rid: bytes, entry: bytes, timeout_s: float, kind: str = "write") -> tuple[int, Result]:
+        """Propose and wait until applied here; counted in the metrics by `kind` (write, barrier)."""
+        try:
+            answer = await self._propose_and_wait(rid, entry, timeout_s)
+        except ApiError as exc:
+            self.metrics.proposal_failed(kind, exc.name)
+            raise
+        self.metrics.proposal_committed(kind)
+        return answer
+
+    async def _propose_and_wait(self, rid: bytes, entry: bytes, timeout_s: float) -> tuple[int, Result]:
         deadline = time.monotonic() + timeout_s
         await self._await_leader(deadline)
         future: asyncio.Future[tuple[int, Result]] = self._loop.create_future()
@@ -392,12 +420,16 @@ class Node:
         self._barrier_waiters.append(future)
         if not self._barrier_running:
             self._start_barrier()
+        started = time.monotonic()
         try:
             index = await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
             raise NoQuorum(f"Could not confirm a linearizable read within {timeout_s:g}s") from None
-        await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
-        return index
+        else:
+            await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
+            return index
+        finally:
+            self.metrics.barrier_waited(time.monotonic() - started)
 
     def _start_barrier(self) -> None:
         self._barrier_running = True
@@ -481,6 +513,45 @@ class Node:
 
     # ------------------------------------------------------------------ status
 
+    def metrics_sample(self) -> RaftSample:
+        """The state `GET /metrics` reports (metrics.py); before start, an empty one."""
+        if self.replication is None:
+            return RaftSample(False, False, 0, 0, 0, self.applied_index, 0, 0, 0)
+        raft = self.replication.status()
+        return RaftSample(
+            has_leader=raft.leader is not None, is_leader=raft.role == "leader", leader_changes=raft.leader_changes,
+            term=raft.term, commit_index=raft.commit_index, applied_index=self.applied_index,
+            apply_backlog=self._apply_queue.qsize(), proposals_pending=len(self._waiters),
+            snapshot_bytes=_size(self.replication.snapshot_path), peer_match_index=dict(raft.peer_match_index),
+            journal_fsync=self.replication.journal_fsync_seconds())
+
+    def readiness(self) -> str | None:
+        """Why this node should not take client traffic now (None: ready). Ready means: started,
+        a usable leader is known (as for a write), the store is applying, and applied is within
+        READY_MAX_APPLY_LAG_ENTRIES of the commit index this node knows."""
+        if self.replication is None or self.store is None:
+            return "starting"
+        raft = self.replication.status()
+        usable = raft.has_quorum if raft.role == "leader" else raft.leader_connected
+        if raft.leader is None:
+            return f"no leader known (role {raft.role}, term {raft.term})"
+        if not usable:
+            return f"leader {self.replication.node_id_of(raft.leader)} is not reachable with a quorum"
+        if self.apply_error is not None:
+            return f"cannot apply: {self.apply_error}"
+        lag = raft.commit_index - self.applied_index
+        if lag > READY_MAX_APPLY_LAG_ENTRIES:
+            return f"applied index {self.applied_index} is {lag} entries behind the commit index {raft.commit_index}"
+        return None
+
+    def liveness(self) -> str | None:
+        """Why this process is not working (None: alive): the applier or the Raft process stopped."""
+        if self._applier is not None and not self._applier.is_alive():
+            return "the applier thread has stopped"
+        if self.replication is not None and not self.replication.alive():
+            return "the Raft process has stopped or sends no status"
+        return None
+
     def status(self) -> dict[str, Any]:
         raft = self.replication.status()
         return {
@@ -515,6 +586,7 @@ class Node:
             "snapshot_sends": self.replication.snapshot_sends(),
             "settings_fingerprint": self.config.settings_fingerprint,
             "settings_mismatches": self.replication.settings_mismatches(),
+            "match_index": dict(raft.peer_match_index),
         }
 
 

@@ -32,12 +32,13 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import msgpack
 
-from raftchroma import snapshot
+from raftchroma import logs, snapshot
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import EXIT_CORRUPT, EXIT_INTERNAL, EXIT_RAFT_PROCESS, exit_now
 from raftchroma.journal import JournalCorrupt
@@ -46,6 +47,7 @@ from raftchroma.replication import SNAPSHOT_FILE_NAME, RaftStatus
 log = logging.getLogger(__name__)
 
 STATUS_PERIOD_S = 0.02  # how often the child publishes its Raft status to the parent
+STATUS_STALE_S = 30.0  # no status for this long: the child is wedged (/livez fails); far above a GIL hold by Chroma
 START_TIMEOUT_S = 600.0  # loading a large journal takes a while; a hung child must not hang the node
 STOP_TIMEOUT_S = 15.0
 _FRAME = struct.Struct("<I")
@@ -174,9 +176,8 @@ def raft_main(fd: int) -> None:
     init = channel.recv()
     if init is None:
         os._exit(0)
-    config, node_id, fault_injection, faults, log_level = pickle.loads(init[1])  # our own parent's bytes
-    logging.basicConfig(level=log_level, stream=sys.stderr,
-                        format=f"%(asctime)s {node_id} %(levelname)s %(name)s [raft]: %(message)s")
+    config, node_id, fault_injection, faults, log_level, log_format = pickle.loads(init[1])  # our own parent's bytes
+    logs.configure(log_level, node_id, log_format, process="raft")
     outbox = Outbox(channel, "raft-sender", lambda: os._exit(0))
     replication = _start_replication(config, config.node(node_id), outbox, fault_injection, faults)
     outbox.put("ready")
@@ -216,6 +217,7 @@ def _status_of(replication: Any) -> dict[str, Any]:
         "snapshot_sends": replication.snapshot_sends(),
         "blocked_peers": replication.blocked_peers(),
         "settings_mismatches": replication.settings_mismatches(),
+        "journal_fsync": replication.journal_fsync_seconds(),
     }
 
 
@@ -255,6 +257,7 @@ class NodeHooks(Protocol):
     def enqueue_entry(self, index: int, data: bytes) -> None: ...
     def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None: ...
     def queue_install(self, pinned: Path, header: dict[str, Any]) -> None: ...
+    def raft_applied(self, index: int) -> None: ...
 
 
 class RaftProcess:
@@ -271,6 +274,8 @@ class RaftProcess:
         self._read_callbacks: dict[int, Callable[[int | None], None]] = {}
         self._tokens = itertools.count(1)
         self._status: dict[str, Any] = {}
+        self._status_at = time.monotonic()
+        self._raft_applied = 0
         self._raft = UNKNOWN_STATUS
         self._blocked: list[str] = []
         self._stopping = False
@@ -281,7 +286,7 @@ class RaftProcess:
         child_sock.close()
         self._channel = Channel(parent_sock)
         self._outbox = Outbox(self._channel, "raft-proxy-sender", self._child_gone)
-        init = pickle.dumps((config, node.id, fault_injection, faults, logging.getLogger().level))
+        init = pickle.dumps((config, node.id, fault_injection, faults, logging.getLogger().level, logs.current_format()))
         self._outbox.put("init", init)
         self._reader = start_thread(self._read_loop, "raft-proxy-reader")
         self._wait_started()
@@ -307,8 +312,11 @@ class RaftProcess:
         if kind == "entry":
             self._hooks.enqueue_entry(message[1], message[2])
         elif kind == "status":
-            self._status = message[1]
+            self._status, self._status_at = message[1], time.monotonic()
             self._raft = RaftStatus(**message[1]["raft"])
+            if self._raft.last_applied > self._raft_applied:  # every entry up to it came before this status
+                self._raft_applied = self._raft.last_applied
+                self._hooks.raft_applied(self._raft_applied)
         elif kind == "proposed":
             callback = self._callbacks.pop(message[1], None)
             if callback is not None:
@@ -361,6 +369,13 @@ class RaftProcess:
     @property
     def journal_bytes(self) -> int:
         return int(self._status.get("journal_bytes", 0))
+
+    def journal_fsync_seconds(self) -> dict[str, Any]:
+        return dict(self._status.get("journal_fsync") or {})
+
+    def alive(self) -> bool:
+        """The child runs and has sent its status within `STATUS_STALE_S`."""
+        return self._process.poll() is None and time.monotonic() - self._status_at < STATUS_STALE_S
 
     def snapshot_sends(self) -> dict[str, int]:
         return dict(self._status.get("snapshot_sends") or {})

@@ -42,7 +42,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -87,6 +87,7 @@ class RaftStatus:
     log_truncations: int = 0  # times this node deleted a suffix of its log (conflicts with a leader)
     truncated_entries: int = 0  # entries deleted by those truncations
     truncated_applied_entries: int = 0  # of those, entries already applied here: must stay 0
+    peer_match_index: dict[str, int] = field(default_factory=dict)  # leader only: peer id -> PySyncObj's match index
 
 
 def _snapshot_chunk(message: Any) -> Any:
@@ -678,7 +679,7 @@ def build_conf(config: ClusterConfig, node: NodeConfig, hooks: dict[str, Any] | 
         fullDumpFile=str(Path(node.data_dir) / SNAPSHOT_FILE_NAME),
         useFork=False,
         journalFile=str(Path(node.data_dir) / JOURNAL_FILE_NAME),
-        bindAddress=node.raft_address,  # only the configured interface, not 0.0.0.0
+        bindAddress=node.raft_bind_address,  # `raft_listen`, else only the advertised address's interface
         dnsCacheTime=5.0,  # containers come back with new addresses
         dnsFailCacheTime=1.0,
         dynamicMembershipChange=False,
@@ -848,7 +849,17 @@ class Replication:
             log_truncations=self._raft.log_truncations,
             truncated_entries=self._raft.truncated_entries,
             truncated_applied_entries=self._raft.truncated_applied_entries,
+            peer_match_index=self._match_indexes(raw) if role == "leader" else {},
         )
+
+    def _match_indexes(self, raw: dict[str, Any]) -> dict[str, int]:
+        """The leader's `__raftMatchIndex` per peer, as getStatus reports it (keyed by address)."""
+        return {node_id: int(raw.get("match_idx_server_" + address, 0))
+                for node_id, address in sorted(self._id_to_address.items()) if address != self._node.raft_address}
+
+    def journal_fsync_seconds(self) -> dict[str, Any]:
+        """The journal's fsync durations, as `metrics.BucketCounts.state()`."""
+        return self._journal.fsync_seconds.state()
 
     def _raw_status(self) -> dict[str, Any]:
         # getStatus iterates dicts the tick thread mutates; retry the rare collision.

@@ -132,14 +132,20 @@ class Cluster:
         lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self, node_id: str, config_path: Path | None = None, cpus: set[int] | None = None) -> None:
-        """Start a node; `config_path` overrides the cluster's file, `cpus` limits the CPUs it may use."""
+    def start(self, node_id: str, config_path: Path | None = None, cpus: set[int] | None = None,
+              env: dict[str, str] | None = None, by_env: bool = False) -> None:
+        """Start a node; `config_path` overrides the cluster's file, `cpus` limits the CPUs it may use,
+        `env` adds environment variables; `by_env` names the file and node in RAFTCHROMA_CONFIG and
+        RAFTCHROMA_NODE instead of options."""
         node = self.nodes[node_id]
         assert not node.alive(), f"{node_id} is already running"
         log = open(node.log_path, "ab")
-        cmd = [PYTHON, "-m", "raftchroma", "serve", "--config", str(config_path or self.config_path), "--node", node_id,
-               *self.serve_args]
-        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", **self.env)
+        config = str(config_path or self.config_path)
+        where = [] if by_env else ["--config", config, "--node", node_id]
+        cmd = [PYTHON, "-m", "raftchroma", "serve", *where, *self.serve_args]
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", **self.env, **(env or {}))
+        if by_env:
+            env.update(RAFTCHROMA_CONFIG=config, RAFTCHROMA_NODE=node_id)
         limit = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         node.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                         preexec_fn=limit)

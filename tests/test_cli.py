@@ -95,7 +95,8 @@ def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_ever
         table = subprocess.run([sys.executable, "-m", "raftchroma", "status", "--config", str(cluster.config_path)],
                                capture_output=True, text=True, timeout=60).stdout.splitlines()
         assert table[0].split() == ["id", "url", "reachable", "role", "term", "leader", "commit_index",
-                                    "applied_index", "snapshot_index", "log_len", "journal_bytes"]
+                                    "applied_index", "lag", "match_index", "snapshot_index", "log_len",
+                                    "journal_bytes"]
         os.killpg(up.pid, signal.SIGINT)
         assert up.wait(timeout=60) == 0
         for node in cluster.nodes.values():

@@ -14,12 +14,15 @@ Handlers parse, build a typed op (command.py) or a typed read (reads.py), hand i
 and render; they hold no replication logic and never touch the store. Before a handler runs,
 `intake` (deadlines, the body budget, gzip) and `auth` (tokens and scopes, per route) have had
 their say; both are installed here as middleware and own their decisions.
+
+Operations: `GET /metrics` (Prometheus text, metrics.py), `GET /readyz` (200 when this node can
+serve: a usable leader and its store caught up; else 503 with the reason), `GET /livez` (200 while
+this process serves and its applier and Raft process run), and `GET /raftchroma/status`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -34,6 +37,7 @@ from raftchroma.command import (
     CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords, Op, Reset,
     UpdateCollection, WriteRecords,
 )
+from raftchroma.config import is_loopback
 from raftchroma.errors import ApiError, InvalidArgument, result_error
 from raftchroma.http import auth, intake, parse, tls
 from raftchroma.node import Node
@@ -68,6 +72,26 @@ def result_response(result: Result, index: int | None = None) -> web.Response:
     # Also on a committed write that Chroma refused (e.g. 409): the index still orders it.
     headers = {INDEX_HEADER: str(index)} if index is not None else None
     return json_response(result.body, status=result.status, headers=headers)
+
+
+@web.middleware
+async def http_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by its route's pattern (bounded), not its URL (unbounded)."""
+    started, status = time.monotonic(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first (nginx's code for it)
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        node_of(request).metrics.http_request(request.method, resource.canonical if resource is not None else None,
+                                              status, time.monotonic() - started)
 
 
 @web.middleware
@@ -404,6 +428,25 @@ async def raft_status(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = node_of(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node = node_of(request)
+    reason = node.readiness()
+    body = {"ready": reason is None, "node": node.node.id, "applied_index": node.applied_index}
+    return json_response(body if reason is None else {**body, "reason": reason}, 200 if reason is None else 503)
+
+
+async def livez(request: web.Request) -> web.Response:
+    node = node_of(request)
+    reason = node.liveness()
+    body = {"live": reason is None, "node": node.node.id}
+    return json_response(body if reason is None else {**body, "reason": reason}, 200 if reason is None else 503)
+
+
 async def raft_digest(request: web.Request) -> web.Response:
     """Per-collection digests at this node's applied index (after the read's consistency wait)."""
     return await do_read(request, reads.Digest())
@@ -490,6 +533,9 @@ def add_routes(app: web.Application) -> None:
         spec=parse.ANY_OBJECT))
     r.add_route("*", "/api/v1/{tail:.+}", v1_gone)
     r.add_get("/raftchroma/status", raft_status)
+    r.add_get("/metrics", metrics)
+    r.add_get("/readyz", readyz)
+    r.add_get("/livez", livez)
     r.add_get("/raftchroma/digest", raft_digest)
     r.add_post("/raftchroma/test/partition", test_partition)
     r.add_post("/raftchroma/test/faults", test_faults)
@@ -510,7 +556,7 @@ def build_app(node: Node) -> web.Application:
     limits = intake.Intake(config.http, config.max_body_bytes)
     # Outermost first: render every error Chroma's way; deadlines and the body budget; then the
     # token, checked on the headers before any body is read.
-    middlewares = [chroma_errors, limits.middleware, auth.middleware(auth.Authorizer(config.tokens))]
+    middlewares = [http_metrics, chroma_errors, limits.middleware, auth.middleware(auth.Authorizer(config.tokens))]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app.on_response_prepare.append(add_trace_id)
     app[NODE_KEY] = node
@@ -521,20 +567,12 @@ def build_app(node: Node) -> web.Application:
 
 def open_api_warning(node: Node) -> str | None:
     """The warning `serve` logs when anyone beyond this machine could use an API without tokens."""
-    if node.config.tokens or _is_loopback(node.node.http_host):
+    host, port = node.node.http_bind
+    if node.config.tokens or is_loopback(host):
         return None
-    return (f"node {node.node.id} serves the Chroma API on {node.node.http_host}:{node.node.http_port} with no "
+    return (f"node {node.node.id} serves the Chroma API on {host}:{port} with no "
             "[[token]] in cluster.toml: anyone who can reach it can read, write and delete everything "
             "(see README, Security)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve beyond this machine
-        return False
 
 
 # After answering a request whose body was not read (413, 503, 408...), aiohttp reads and drops
@@ -552,10 +590,10 @@ async def run_server(node: Node, stop_event: asyncio.Event) -> None:
     await node.start()
     assert runner.server is not None
     ssl_context = tls.server_context(config.tls) if config.tls is not None else None
+    host, port = node.node.http_bind
     listener = await asyncio.get_running_loop().create_server(
-        app[intake.INTAKE_KEY].protocol_factory(runner.server), node.node.http_host, node.node.http_port,
-        ssl=ssl_context, reuse_address=True)
-    log.info("node %s serving the Chroma API on %s", node.node.id, node.node.http_url)
+        app[intake.INTAKE_KEY].protocol_factory(runner.server), host, port, ssl=ssl_context, reuse_address=True)
+    log.info("node %s serving the Chroma API on %s:%d (advertised as %s)", node.node.id, host, port, node.node.http_url)
     warning = open_api_warning(node)
     if warning is not None:
         log.warning(warning)
