@@ -39,6 +39,7 @@ from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
     NotReady, WriteOutcomeUnknown, exit_now,
 )
+from raftchroma.group_commit import GroupCommit
 from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.raft_process import RaftProcess
 from raftchroma.replication import DEFINITE_FAILURES, FAIL_REASON_NAMES, SNAPSHOT_FILE_NAME, SUCCESS
@@ -104,6 +105,7 @@ class Node:
         self._log_bytes_since_snapshot = 0
         self._skip_through = 0
         self._snapshot_forced = False
+        self._group_commit: GroupCommit | None = None
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
 
     # --------------------------------------------------------------- lifecycle
@@ -120,6 +122,7 @@ class Node:
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
             None, RaftProcess, self.config, self.node, self, self.fault_injection, self.faults)
+        self._group_commit = GroupCommit(self._loop, self.replication.propose, self._call_in_loop)
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -321,15 +324,17 @@ class Node:
             raise InvalidArgument(f"The request holds a value that cannot be stored: {exc}") from None
         if len(entry) > self.config.raft.max_entry_bytes:
             raise EntryTooLarge(f"Log entry of {len(entry)} bytes exceeds the limit of {self.config.raft.max_entry_bytes}")
-        return await self._propose(proposal.rid, entry, self.config.write_timeout_s)
+        return await self._propose(proposal, entry, self.config.write_timeout_s)
 
-    async def _propose(self, rid: bytes, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+    async def _propose(self, proposal: Proposal, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+        """Propose through group commit (group_commit.py) and wait until applied here."""
+        rid = proposal.rid
         deadline = time.monotonic() + timeout_s
         await self._await_leader(deadline)
         future: asyncio.Future[tuple[int, Result]] = self._loop.create_future()
         self._waiters[rid] = future
         try:
-            self.replication.propose(entry, lambda res, err: self._call_in_loop(self._on_proposed, rid, err))
+            self._group_commit.submit(proposal, entry, lambda err: self._on_proposed(rid, err))
             remaining_s = max(0.0, deadline - time.monotonic())
             try:
                 return await asyncio.wait_for(asyncio.shield(future), remaining_s)
@@ -505,6 +510,8 @@ class Node:
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
             "pending_writes": len(self._waiters),
+            "group_commit": {"entries": getattr(self._group_commit, "entries_proposed", 0),
+                             "writes": getattr(self._group_commit, "writes_proposed", 0)},
             "pending_reads": self._pending_reads,
             "index_waiters": len(self._index_waiters),
             "apply_error": self.apply_error,
