@@ -12,8 +12,9 @@ waiting request gets (index, result). Read: a typed `reads.Read` -> wait for its
 
 Raft runs in a child process (raft_process.py), so Chroma's GIL-bound work here never stalls
 heartbeats. Which thread owns what: the event loop owns the waiter maps and barriers; the Raft
-proxy's reader thread only calls `enqueue_entry`, `request_snapshot`, `queue_install` and
-`raft_applied` (which queue work); the applier thread owns `applied_index` (written there, read
+proxy's reader thread only calls `enqueue_entry`, `request_snapshot` and `queue_install` (which
+queue work; PySyncObj's own entries arrive as empty entries, so `applied_index` follows the commit
+index exactly); the applier thread owns `applied_index` (written there, read
 anywhere), the store's changes and snapshots; the read pool only reads the store, inside
 `Store.reading()`. `metrics` is written by all of them (prometheus_client is thread-safe) and read
 by the event loop at scrape time.
@@ -41,6 +42,7 @@ from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
     NotReady, WriteOutcomeUnknown, exit_now,
 )
+from raftchroma.group_commit import GroupCommit
 from raftchroma.metrics import NodeMetrics, RaftSample
 from raftchroma.reads import LINEARIZABLE, Read
 from raftchroma.raft_process import RaftProcess
@@ -108,6 +110,7 @@ class Node:
         self._log_bytes_since_snapshot = 0
         self._skip_through = 0
         self._snapshot_forced = False
+        self._group_commit: GroupCommit | None = None
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
         self.metrics = NodeMetrics(self.metrics_sample)
 
@@ -125,6 +128,7 @@ class Node:
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
             None, RaftProcess, self.config, self.node, self, self.fault_injection, self.faults)
+        self._group_commit = GroupCommit(self._loop, self.replication.propose, self._call_in_loop)
 
     async def stop(self) -> None:
         if self.replication is not None:
@@ -152,12 +156,6 @@ class Node:
         self._install_generation += 1
         self._apply_queue.put(("install", pinned, header, self._install_generation))
 
-    def raft_applied(self, index: int) -> None:
-        """Raft has handed over every entry up to `index` (all queued before this call). Entries
-        that are not ours (PySyncObj's no-op at the start of each term) never reach the applier,
-        so this is what lets `applied_index` equal the commit index when the node is caught up."""
-        self._apply_queue.put(("raft_applied", index))
-
     def _apply_loop(self) -> None:
         """Crash, don't limp: an applier that died would leave a node that answers heartbeats
         but never applies, so any unexpected exception stops the process."""
@@ -179,9 +177,6 @@ class Node:
                 return
             if item[0] == "entry":
                 self._apply_entry(item[1], item[2])
-            elif item[0] == "raft_applied":
-                if item[1] > max(self.applied_index, 1):  # index 1 is PySyncObj's empty first entry
-                    self._set_applied(item[1])
             elif item[0] == "snapshot":
                 self._write_snapshot(*item[1:])
             else:
@@ -339,25 +334,27 @@ class Node:
             raise InvalidArgument(f"The request holds a value that cannot be stored: {exc}") from None
         if len(entry) > self.config.raft.max_entry_bytes:
             raise EntryTooLarge(f"Log entry of {len(entry)} bytes exceeds the limit of {self.config.raft.max_entry_bytes}")
-        return await self._propose(proposal.rid, entry, self.config.write_timeout_s)
+        return await self._propose(proposal, entry, self.config.write_timeout_s)
 
-    async def _propose(self, rid: bytes, entry: bytes, timeout_s: float, kind: str = "write") -> tuple[int, Result]:
-        """Propose and wait until applied here; counted in the metrics by `kind` (write, barrier)."""
+    async def _propose(self, proposal: Proposal, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+        """Propose and wait until applied here; counted in the metrics."""
         try:
-            answer = await self._propose_and_wait(rid, entry, timeout_s)
+            answer = await self._propose_and_wait(proposal, entry, timeout_s)
         except ApiError as exc:
-            self.metrics.proposal_failed(kind, exc.name)
+            self.metrics.proposal_failed("write", exc.name)
             raise
-        self.metrics.proposal_committed(kind)
+        self.metrics.proposal_committed("write")
         return answer
 
-    async def _propose_and_wait(self, rid: bytes, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+    async def _propose_and_wait(self, proposal: Proposal, entry: bytes, timeout_s: float) -> tuple[int, Result]:
+        """Propose through group commit (group_commit.py) and wait until applied here."""
+        rid = proposal.rid
         deadline = time.monotonic() + timeout_s
         await self._await_leader(deadline)
         future: asyncio.Future[tuple[int, Result]] = self._loop.create_future()
         self._waiters[rid] = future
         try:
-            self.replication.propose(entry, lambda res, err: self._call_in_loop(self._on_proposed, rid, err))
+            self._group_commit.submit(proposal, entry, lambda err: self._on_proposed(rid, err))
             remaining_s = max(0.0, deadline - time.monotonic())
             try:
                 return await asyncio.wait_for(asyncio.shield(future), remaining_s)
@@ -576,6 +573,8 @@ class Node:
             "leader_connected": raft.leader_connected,
             "apply_queue": self._apply_queue.qsize(),
             "pending_writes": len(self._waiters),
+            "group_commit": {"entries": getattr(self._group_commit, "entries_proposed", 0),
+                             "writes": getattr(self._group_commit, "writes_proposed", 0)},
             "pending_reads": self._pending_reads,
             "index_waiters": len(self._index_waiters),
             "apply_error": self.apply_error,

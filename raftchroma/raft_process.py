@@ -257,7 +257,6 @@ class NodeHooks(Protocol):
     def enqueue_entry(self, index: int, data: bytes) -> None: ...
     def request_snapshot(self, final_path: Path, raft_meta: dict[str, Any]) -> None: ...
     def queue_install(self, pinned: Path, header: dict[str, Any]) -> None: ...
-    def raft_applied(self, index: int) -> None: ...
 
 
 class RaftProcess:
@@ -275,7 +274,6 @@ class RaftProcess:
         self._tokens = itertools.count(1)
         self._status: dict[str, Any] = {}
         self._status_at = time.monotonic()
-        self._raft_applied = 0
         self._raft = UNKNOWN_STATUS
         self._blocked: list[str] = []
         self._stopping = False
@@ -314,9 +312,6 @@ class RaftProcess:
         elif kind == "status":
             self._status, self._status_at = message[1], time.monotonic()
             self._raft = RaftStatus(**message[1]["raft"])
-            if self._raft.last_applied > self._raft_applied:  # every entry up to it came before this status
-                self._raft_applied = self._raft.last_applied
-                self._hooks.raft_applied(self._raft_applied)
         elif kind == "proposed":
             callback = self._callbacks.pop(message[1], None)
             if callback is not None:
