@@ -39,6 +39,7 @@ import io
 import pickle
 import logging
 import random
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -46,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-import pysyncobj.syncobj as _pysyncobj_core
+_inet_ntop = socket.inet_ntop  # PySyncObj replaces it, on every OS, with a Windows-only one (win_inet_pton.py)
+import pysyncobj.syncobj as _pysyncobj_core  # noqa: E402
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import MemoryJournal
@@ -58,6 +60,8 @@ from raftchroma import read_index, snapshot, wire
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig, RaftTuning
 from raftchroma.journal import DurableJournal
 from raftchroma.result import is_machine_failure
+
+socket.inet_ntop = _inet_ntop  # undo PySyncObj's: psutil and anything else in this process use it
 
 log = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def image_config() -> ClusterConfig:
 def test_image_cluster_file_advertises_service_names_on_the_image_ports() -> None:
     config = image_config()
     assert [n.id for n in config.nodes] == ["n1", "n2", "n3"]
-    assert config.password is None, "the secret belongs in RAFTCHROMA_SECRET, not the file"
+    assert config.secret is None, "the secret belongs in RAFTCHROMA_SECRET, not the file"
     env = image_env()
     for node in config.nodes:
         assert node.raft_address == f"{node.id}:{RAFT_PORT}" and (node.http_host, node.http_port) == (node.id, API_PORT)
@@ -258,7 +258,7 @@ def test_k8s_configmap_nodes_are_the_pods_and_bind_what_the_env_says(tmp_path: P
     config = load_config(path, environ={})
     name, peers = sts["metadata"]["name"], sts["spec"]["serviceName"]
     assert [n.id for n in config.nodes] == [f"{name}-{i}" for i in range(sts["spec"]["replicas"])]
-    assert config.password is None
+    assert config.secret is None
     env = container_env()
     for node in config.nodes:
         assert node.raft_address == f"{node.id}.{peers}:{RAFT_PORT}"

@@ -109,6 +109,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", _V2 + "/healthcheck"): _fixed(OPEN),
     ("GET", _V2 + "/pre-flight-checks"): _fixed(OPEN),
     ("GET", "/raftchroma/status"): _fixed(OPEN),  # observation only; the CLI polls it
+    ("GET", "/readyz"): _fixed(OPEN),  # probes and Prometheus scrapes, as Kubernetes and Prometheus send them
+    ("GET", "/livez"): _fixed(OPEN),
+    ("GET", "/metrics"): _fixed(OPEN),
     ("GET", _V2 + "/auth/identity"): _fixed(SIGNED_IN),
     ("*", "/api/v1/{tail}"): _fixed(SIGNED_IN),  # answers 410 to everyone signed in
     ("POST", _V2 + "/reset"): _CLUSTER_ADMIN,
