@@ -218,9 +218,9 @@ class Node:
         started = time.monotonic()
         if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
             self._mark_dirty(index)
-        for proposal in proposals:
-            outcome = self._apply_until_done(proposal, index)
-            self._resolve(proposal.rid, outcome.index, outcome.result)
+        for step in state_machine.steps(proposals):  # one proposal, or a run merged into one Chroma call
+            for proposal, outcome in zip(step, self._apply_until_done(step, index)):
+                self._resolve(proposal.rid, outcome.index, outcome.result)
         self.metrics.applied(time.monotonic() - started)
         self._set_applied(index)
         self._count_log_bytes(len(data))
@@ -233,16 +233,16 @@ class Node:
             self._snapshot_forced = True
             self.replication.force_snapshot()
 
-    def _apply_until_done(self, proposal: Proposal, index: int) -> state_machine.Outcome:
+    def _apply_until_done(self, step: list[Proposal], index: int) -> list[state_machine.Outcome]:
         """A committed op must be applied here eventually: retry environmental failures
         (disk full...) with backoff instead of recording a result the other replicas lack;
         stop on a failure that cannot be classified (see docs/OPERATIONS.md)."""
         delay_s = _APPLY_RETRY_MIN_S
         while True:
             try:
-                outcome = state_machine.apply(self.store, proposal, index)
+                outcomes = state_machine.apply_step(self.store, step, index)
                 self.apply_error = None
-                return outcome
+                return outcomes
             except StoreUnavailable as exc:
                 if self.apply_error != str(exc):
                     log.error("cannot apply entry %d, will retry until it succeeds: %s", index, exc)
@@ -252,7 +252,7 @@ class Node:
             except StoreFault as exc:
                 log.critical("entry %d (%s) failed in Chroma with a healthy disk, an outcome that cannot be "
                              "classified; stopping the node rather than record it: %s",
-                             index, type(proposal.op).__name__, exc)
+                             index, "+".join(sorted({type(p.op).__name__ for p in step})), exc)
                 exit_now(EXIT_APPLY_FAULT)
 
     def _set_applied(self, index: int) -> None:

@@ -199,3 +199,77 @@ _HANDLERS: dict[type, Callable[[StateStore, Any], Result]] = {
     DeleteCollection: _delete_collection, WriteRecords: _write_records, DeleteRecords: _delete_records,
     Reset: _reset, Barrier: _barrier,
 }
+
+
+# ---------------------------------------------------------------- an entry's proposals in steps
+#
+# Group commit (group_commit.py) puts concurrent writes into one entry. Each keeps its own
+# proposal and answer, but a run of record writes to one collection (adds, or upserts) can be
+# given to Chroma as one call, which costs far less than one call per write. A step is what the
+# node applies (and retries while the machine fails) as a unit: one proposal, or such a run.
+
+
+def steps(proposals: list[Proposal]) -> list[list[Proposal]]:
+    """The entry's proposals in order, cut into steps; a run is merged only when merging cannot
+    change any write's outcome (see `_joins`)."""
+    result: list[list[Proposal]] = []
+    run_ids: set[str] = set()
+    for proposal in proposals:
+        current = result[-1] if result else None
+        if current is not None and _joins(current[0], proposal, run_ids):
+            current.append(proposal)
+            run_ids.update(proposal.op.ids)
+        else:
+            result.append([proposal])
+            run_ids = set(proposal.op.ids) if _mergeable(proposal) else set()
+    return result
+
+
+def _mergeable(proposal: Proposal) -> bool:
+    """Adds and upserts with vectors, no request id (so nothing to remember or repeat), and no id
+    twice (Chroma refuses that batch, and must refuse it alone)."""
+    op = proposal.op
+    return (isinstance(op, WriteRecords) and op.kind in ("add", "upsert") and proposal.request_id is None
+            and not op.keep_rows and bool(op.ids) and op.embeddings is not None and op.embeddings["n"] == len(op.ids)
+            and len(set(op.ids)) == len(op.ids))
+
+
+def _joins(first: Proposal, proposal: Proposal, run_ids: set[str]) -> bool:
+    if not (_mergeable(first) and _mergeable(proposal)):
+        return False
+    a, b = first.op, proposal.op
+    return ((a.kind, a.tenant, a.database, a.collection_id, a.embeddings["dim"])
+            == (b.kind, b.tenant, b.database, b.collection_id, b.embeddings["dim"])
+            and all((getattr(a, name) is None) == (getattr(b, name) is None) for name in ("metadatas", "documents", "uris"))
+            and run_ids.isdisjoint(b.ids))
+
+
+def apply_step(store: StateStore, step: list[Proposal], index: int) -> list[Outcome]:
+    """Apply one step: a single proposal as `apply` does; a run as one Chroma call when every write
+    in it would be accepted, each answered as it would be alone. If Chroma refuses the merged call
+    (it changed nothing), each write is applied on its own, so each gets its own answer."""
+    if len(step) == 1:
+        return [apply(store, step[0], index)]
+    first = step[0].op
+    current = store.collection(first.tenant, first.database, first.collection_id)
+    if current is None or current.dimension not in (None, first.embeddings["dim"]):
+        return [apply(store, proposal, index) for proposal in step]  # each gets the same refusal
+    try:
+        store.write_records(_merged([proposal.op for proposal in step]))
+    except Refused:
+        return [apply(store, proposal, index) for proposal in step]
+    status = 201 if first.kind == "add" else 200
+    return [Outcome(index, Result(status, {})) for _ in step]
+
+
+def _merged(ops: list[WriteRecords]) -> WriteRecords:
+    first = ops[0]
+
+    def joined(name: str) -> list[Any] | None:
+        return None if getattr(first, name) is None else [value for op in ops for value in getattr(op, name)]
+
+    vectors = b"".join(op.embeddings["f32"] for op in ops)
+    embeddings = {"n": sum(op.embeddings["n"] for op in ops), "dim": first.embeddings["dim"], "f32": vectors}
+    return WriteRecords(first.kind, first.tenant, first.database, first.collection_id,
+                        ids=[i for op in ops for i in op.ids], embeddings=embeddings,
+                        metadatas=joined("metadatas"), documents=joined("documents"), uris=joined("uris"))
