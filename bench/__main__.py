@@ -142,6 +142,7 @@ def install_stop_handlers(deadline_s: float) -> None:
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT came ignored (a background job)
     signal.alarm(max(1, int(deadline_s)))
 
 
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="raftchroma-bench-", dir=options.work_dir))
     try:
         result = run(options, root, log)
-    except BaseException:
-        print(f"benchmark failed; every process it started is stopped; logs and data kept in {root}", file=sys.stderr)
+    except BaseException as exc:
+        print(f"benchmark stopped ({type(exc).__name__}: {exc}); every process it started is stopped; "
+              f"their logs and data are kept in {root}", file=sys.stderr)
         raise
     finally:
         signal.alarm(0)
