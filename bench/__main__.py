@@ -68,7 +68,7 @@ def run_upserts(servers: Servers, terms: TermLog, options: Options, log: Log) ->
 
 def run_reads(servers: Servers, terms: TermLog, options: Options, log: Log) -> dict[str, dict[str, Sample]]:
     out: dict[str, dict[str, Sample]] = {}
-    for kind, workload in (("query", workloads.queries), ("get", workloads.gets)):
+    for kind, workload in (("query", workloads.queries), ("get", workloads.gets), ("count", workloads.counts)):
         log(f"{options.read_clients} clients: {kind} on chroma run for {options.read_s:g} s")
         out[kind] = {"chroma_run": workload(lambda k: servers.chroma_client(), options)}
         for consistency in ("stale", "linearizable"):
@@ -88,6 +88,10 @@ def run_all(servers: Servers, root: Path, options: Options, log: Log) -> dict[st
     m["ingest"] = run_ingests(servers, terms, options, log)
     m["upserts"] = run_upserts(servers, terms, options, log)
     m["reads"] = run_reads(servers, terms, options, log)
+    log(f"query recall@10 against brute force, {workloads.RECALL_QUERIES} queries on chroma run and on each node")
+    clients = {"chroma_run": servers.chroma_client()} | {n: servers.node_client(n, "stale") for n in servers.node_ids}
+    with terms.phase("recall queries", fault=False):
+        m["recall"] = workloads.recall(clients, vectors(options.records, options.dim, options.seed), options)
     log(f"catch-up: one follower stopped while {options.catchup_records} records are written")
     with terms.phase("catch-up (a follower stopped)", fault=True):
         m["catch_up"] = faults.catch_up(servers, options, vectors(options.catchup_records, options.dim,

@@ -105,15 +105,30 @@ def build_rows(m: dict[str, Any], batch_size: int, clients: int, read_clients: i
     row = compared("upserts", f"{clients}-client single-record upserts", "ops/s", up["chroma_run"], up["raftchroma"],
                    per_record=False, note=_errors(up))
     rows.append(row.judge(row.ratio))
-    for kind in ("query", "get"):
+    for kind in ("query", "get", "count"):
         for consistency in ("stale", "linearizable"):
             reads = m["reads"][kind]
-            work = f"{read_clients}-client {'query n_results=10' if kind == 'query' else 'get by id'}, {consistency}"
+            work = f"{read_clients}-client {READ_NAMES[kind]}, {consistency}"
             row = compared(f"{kind}_{consistency}", work, "ops/s", reads["chroma_run"], reads[consistency],
                            per_record=False, note=_errors({"chroma_run": reads["chroma_run"], "raftchroma": reads[consistency]}))
             rows.append(row.judge(row.ratio))
-    rows += [kill_row(m["kills"]), catch_up_row(m["catch_up"]), elections_row(m["terms"])]
+    rows += [recall_row(m["recall"]), kill_row(m["kills"]), catch_up_row(m["catch_up"]), elections_row(m["terms"])]
     return rows
+
+
+READ_NAMES = {"query": "query n_results=10", "get": "get by id", "count": "count"}
+
+
+def recall_row(r: dict[str, Any]) -> Row:
+    recalls = r["recall_at_10"]
+    nodes = {k: v for k, v in recalls.items() if k != "chroma_run"}
+    mean = round(float(np.mean(list(nodes.values()))), 3)
+    agreement = next(v for k, v in r.items() if k.startswith("agreement_with_"))
+    first = next(k for k in r if k.startswith("agreement_with_")).removeprefix("agreement_with_")
+    note = (f"{r['queries']} queries; per node " + ", ".join(f"{k} {v}" for k, v in nodes.items()) +
+            f"; top-10 agreement with {first}: " + ", ".join(f"{k} {v}" for k, v in agreement.items()))
+    return Row("recall", "query recall@10 vs brute force (mean of the nodes)", "fraction", recalls["chroma_run"],
+               mean, _ratio(mean, recalls["chroma_run"]), note=note)
 
 
 def bound_list(m: dict[str, Any]) -> list[float]:

@@ -72,6 +72,19 @@ def queries(make_client: ClientFactory, options: Options) -> Sample:
     return concurrent([op_for(k) for k in range(options.read_clients)], options.read_s)
 
 
+def counts(make_client: ClientFactory, options: Options) -> Sample:
+    """`options.read_clients` clients, each counting the ingest collection (it must hold every record)."""
+    def op_for(k: int) -> Op:
+        collection = make_client(k).get_collection(INGEST)
+
+        def count(i: int) -> None:
+            if (n := collection.count()) != options.records:
+                raise AssertionError(f"count answered {n}, expected {options.records}")
+        return count
+
+    return concurrent([op_for(k) for k in range(options.read_clients)], options.read_s)
+
+
 def gets(make_client: ClientFactory, options: Options) -> Sample:
     """`options.read_clients` clients, each getting one random ingested record by id."""
     def op_for(k: int) -> Op:
@@ -85,3 +98,36 @@ def gets(make_client: ClientFactory, options: Options) -> Sample:
         return get
 
     return concurrent([op_for(k) for k in range(options.read_clients)], options.read_s)
+
+
+# ----------------------------------------------------------------- answer quality
+
+RECALL_QUERIES = 100
+
+
+def top_ids(client: Any, queries: np.ndarray) -> list[list[str]]:
+    """The ingest collection's 10 nearest ids for each query, one query at a time."""
+    collection = client.get_collection(INGEST)
+    return [collection.query(query_embeddings=q[None, :], n_results=QUERY_N_RESULTS)["ids"][0] for q in queries]
+
+
+def exact_top_ids(data: np.ndarray, queries: np.ndarray) -> list[list[str]]:
+    """Brute-force 10 nearest by squared L2 (Chroma's default space)."""
+    distances = (queries ** 2).sum(1)[:, None] - 2 * queries @ data.T + (data ** 2).sum(1)[None, :]
+    return [[f"v{i}" for i in row] for row in np.argsort(distances, axis=1)[:, :QUERY_N_RESULTS]]
+
+
+def overlap(a: list[list[str]], b: list[list[str]]) -> float:
+    """Mean share of b's ids found in a's answer to the same query (recall@10 when b is exact)."""
+    return round(float(np.mean([len(set(x) & set(y)) / max(1, len(y)) for x, y in zip(a, b)])), 4)
+
+
+def recall(clients: dict[str, Any], data: np.ndarray, options: Options) -> dict[str, Any]:
+    """HNSW is approximate: each target's recall@10 against brute force, and how far the raftchroma
+    nodes' answers agree with the first node's."""
+    queries = np.random.default_rng(options.seed + 9).random((RECALL_QUERIES, options.dim), dtype=np.float32)
+    exact = exact_top_ids(data, queries)
+    answers = {name: top_ids(client, queries) for name, client in clients.items()}
+    nodes = [name for name in answers if name != "chroma_run"]
+    return {"queries": RECALL_QUERIES, "recall_at_10": {name: overlap(ids, exact) for name, ids in answers.items()},
+            "agreement_with_" + nodes[0]: {n: overlap(answers[n], answers[nodes[0]]) for n in nodes[1:]}}

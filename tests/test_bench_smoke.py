@@ -22,7 +22,7 @@ STOP_GRACE_S = 60.0
 POLL_S = 0.2
 KILL_LANDS_S = 10.0           # a process SIGKILLed as the bench exits may take a moment to be gone
 COMPARED = ("ingest_leader", "ingest_follower", "upserts", "query_stale", "query_linearizable", "get_stale",
-            "get_linearizable")
+            "get_linearizable", "count_stale", "count_linearizable")
 RAFTCHROMA_ONLY = ("physical_bound", "leader_kill", "catch_up", "elections")
 JUDGED = ("ingest_leader", "ingest_follower", "upserts", "query_stale", "query_linearizable", "leader_kill",
           "elections")
@@ -113,7 +113,8 @@ def test_quick_bench_writes_every_row_and_leaves_no_process_behind(tmp_path: Pat
     assert not left, f"processes left running: {left}"
 
     rows = {row["key"]: row for row in report["rows"]}
-    assert set(rows) == set(COMPARED) | set(RAFTCHROMA_ONLY)
+    assert set(rows) == set(COMPARED) | set(RAFTCHROMA_ONLY) | {"recall"}
+    assert all(number(rows["recall"][k]) for k in ("chroma_run", "raftchroma", "ratio")), rows["recall"]
     for key in COMPARED:
         assert all(number(rows[key][k]) for k in ("chroma_run", "raftchroma", "ratio", "chroma_run_p50_ms",
                                                   "chroma_run_p99_ms", "raftchroma_p50_ms", "raftchroma_p99_ms")), rows[key]
