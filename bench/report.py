@@ -161,6 +161,8 @@ def elections_row(phases: list[dict[str, Any]]) -> Row:
     note = ", ".join(elected) or f"terms {fault_free[0]['term_before']} -> {fault_free[-1]['term_after']}"
     if unknown:
         note += "; term unknown (a node did not answer) after: " + ", ".join(unknown)
+    note += "".join(f"; with a fault, {p['workload']}: term {p['term_before']} -> {p['term_after']}"
+                    for p in phases if p["fault"])
     row = Row("elections", f"term increments during the {len(fault_free)} fault-free workloads", "count", None,
               float(count), note=note)
     return row.judge(float("nan") if unknown else float(count))
