@@ -116,20 +116,19 @@ def catch_up(servers: Servers, options: Options, data: np.ndarray) -> dict[str, 
     for lo in range(0, len(data), options.batch_size):
         hi = min(lo + options.batch_size, len(data))
         collection.add(ids=[f"v{i}" for i in range(lo, hi)], embeddings=data[lo:hi])
-    target_index = servers.status(leader)["commit_index"]
+    target_index = wait_for(lambda: servers.status(leader), REJOIN_TIMEOUT_S, "the leader's status")["commit_index"]
     started = time.perf_counter()
     servers.cluster.start(follower)
     wait_for(lambda: servers.status(follower) is not None, REJOIN_TIMEOUT_S, f"{follower} to answer its status",
              interval_s=STATUS_POLL_S)
     first_status_s = time.perf_counter() - started
 
-    def applied() -> bool:
+    def applied() -> dict[str, Any] | None:
         mine, leaders = servers.status(follower), servers.status(leader)
-        return bool(mine and leaders and mine["applied_index"] >= leaders["commit_index"])
+        return mine if mine and leaders and mine["applied_index"] >= leaders["commit_index"] else None
 
-    wait_for(applied, REJOIN_TIMEOUT_S, f"{follower} to catch up", interval_s=STATUS_POLL_S)
+    status = wait_for(applied, REJOIN_TIMEOUT_S, f"{follower} to catch up", interval_s=STATUS_POLL_S)
     catch_up_s = time.perf_counter() - started
-    status = servers.status(follower)
     return {"follower": follower, "records": len(data), "leader_commit_index": target_index,
             "catch_up_s": round(catch_up_s, 3), "first_status_s": round(first_status_s, 3),
             "snapshot_installs_since_start": status["snapshot_installs"]}

@@ -109,8 +109,9 @@ def build_rows(m: dict[str, Any], batch_size: int, clients: int, read_clients: i
         for consistency in ("stale", "linearizable"):
             reads = m["reads"][kind]
             work = f"{read_clients}-client {READ_NAMES[kind]}, {consistency}"
-            row = compared(f"{kind}_{consistency}", work, "ops/s", reads["chroma_run"], reads[consistency],
-                           per_record=False, note=_errors({"chroma_run": reads["chroma_run"], "raftchroma": reads[consistency]}))
+            pair = {"chroma_run": reads["chroma_run"], "raftchroma": reads[consistency]}
+            row = compared(f"{kind}_{consistency}", work, "ops/s", pair["chroma_run"], pair["raftchroma"],
+                           per_record=False, note=_errors(pair))
             rows.append(row.judge(row.ratio))
     rows += [recall_row(m["recall"]), kill_row(m["kills"]), catch_up_row(m["catch_up"]), elections_row(m["terms"])]
     return rows
@@ -150,7 +151,8 @@ def kill_row(kills: list[dict[str, Any]]) -> Row:
 
 def catch_up_row(c: dict[str, Any]) -> Row:
     return Row("catch_up", f"catch-up of a follower down for {c['records']} records", "s", None, c["catch_up_s"],
-               note=f"first status after {c['first_status_s']} s; snapshot installs {c['snapshot_installs_since_start']}")
+               note=f"first status after {c['first_status_s']} s; "
+                    f"snapshot installs {c['snapshot_installs_since_start']}")
 
 
 def elections_row(phases: list[dict[str, Any]]) -> Row:

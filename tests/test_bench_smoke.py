@@ -61,7 +61,8 @@ def left_running(seen: dict[int, float], work: Path) -> list[int]:
     just before the bench exited has had time to land."""
     def left() -> list[int]:
         pids = [pid for pid, created in seen.items() if still_running(pid, created)]
-        return pids + [p.pid for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
+        named = [p.pid for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
+        return pids + named
     deadline = time.monotonic() + KILL_LANDS_S
     while left() and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -116,8 +117,9 @@ def test_quick_bench_writes_every_row_and_leaves_no_process_behind(tmp_path: Pat
     assert set(rows) == set(COMPARED) | set(RAFTCHROMA_ONLY) | {"recall"}
     assert all(number(rows["recall"][k]) for k in ("chroma_run", "raftchroma", "ratio")), rows["recall"]
     for key in COMPARED:
-        assert all(number(rows[key][k]) for k in ("chroma_run", "raftchroma", "ratio", "chroma_run_p50_ms",
-                                                  "chroma_run_p99_ms", "raftchroma_p50_ms", "raftchroma_p99_ms")), rows[key]
+        fields = ("chroma_run", "raftchroma", "ratio", "chroma_run_p50_ms", "chroma_run_p99_ms", "raftchroma_p50_ms",
+                  "raftchroma_p99_ms")
+        assert all(number(rows[key][k]) for k in fields), rows[key]
     for key in RAFTCHROMA_ONLY:
         assert number(rows[key]["raftchroma"]), rows[key]
     for key in JUDGED:
