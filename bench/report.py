@@ -177,11 +177,11 @@ COLUMNS = ("work", "unit", "chroma run", "raftchroma", "ratio", "chroma run p50/
            "target (measured)", "verdict")
 
 
-def _num(x: float | None) -> str:
+def _num(x: float | None, whole: bool = False) -> str:
     if x is None:
         return ""
-    if float(x).is_integer() and abs(x) < 10:
-        return str(int(x))
+    if whole:
+        return f"{x:,.0f}"
     return f"{x:,.2f}" if abs(x) < 10 else f"{x:,.1f}"
 
 
@@ -192,8 +192,9 @@ def _pair(a: float | None, b: float | None) -> str:
 def format_table(rows: list[Row]) -> str:
     lines = [COLUMNS]
     for r in rows:
-        target = "" if r.target is None else f"{r.target} ({_num(r.target_measured) or 'n/a'})"
-        lines.append((r.work, r.unit, _num(r.chroma_run), _num(r.raftchroma), _num(r.ratio),
+        whole = r.unit == "count"
+        target = "" if r.target is None else f"{r.target} ({_num(r.target_measured, whole) or 'n/a'})"
+        lines.append((r.work, r.unit, _num(r.chroma_run), _num(r.raftchroma, whole), _num(r.ratio),
                       _pair(r.chroma_run_p50_ms, r.chroma_run_p99_ms), _pair(r.raftchroma_p50_ms, r.raftchroma_p99_ms),
                       target, r.verdict or ""))
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
