@@ -1,5 +1,5 @@
 """The `raftchroma` command line (click): serve one node, bring up a local cluster, show status,
-hash a client token.
+hash a client token, and run the benchmark of a source checkout.
 
 Owns: process-level concerns (logging setup, signals, child processes of `up`), the environment
 variables `serve` reads (each an option's `envvar`, so `--help` lists them), and turning
@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import click
@@ -278,6 +279,26 @@ def token_hash() -> None:
         click.echo(f"raftchroma: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(token_sha256(text).hex())
+
+
+# ------------------------------------------------------------------- bench
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
+def bench(bench_args: tuple[str, ...]) -> None:
+    """Benchmark against `chroma run` on this machine: `python -m bench` of the source checkout this
+    package was installed from (bench/ and tests/ are not part of the package). Options are
+    passed through; `raftchroma bench --help` lists them."""
+    checkout = Path(__file__).resolve().parent.parent
+    if not ((checkout / "bench" / "__main__.py").is_file() and (checkout / "tests" / "harness.py").is_file()):
+        click.echo(f"raftchroma: bench needs a source checkout (with bench/ and tests/) beside the package; "
+                   f"{checkout} is not one. Clone the repository and run `python -m bench` there.", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.path.insert(0, str(checkout))
+    from bench.__main__ import main as bench_main
+
+    sys.exit(bench_main(list(bench_args)))
 
 
 # ---------------------------------------------------------------------- up
