@@ -360,3 +360,71 @@ def restore(archive: str, config_path: str, node_ids: tuple[str, ...], force: bo
     click.echo(f"restored index {meta['index']} (term {meta['term']}, sha256 {done.archive.sha256}) for "
                f"{len(done.snapshots)} node(s); start them, e.g. raftchroma up --config {config_path}")
 
+
+# ------------------------------------------------------------ export, import
+
+
+def _records_bar(label: str) -> Any:
+    """on_start/on_progress callbacks drawing a progress bar over records, and a closer."""
+    state: dict[str, Any] = {}
+
+    def on_start(total: int) -> None:
+        state["bar"] = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+        state["bar"].__enter__()
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+    return on_start, lambda n: state["bar"].update(n), close
+
+
+@main.command(name="export")
+@click.option("--url", required=True, help="Any Chroma server: a raftchroma node or `chroma run`.")
+@click.option("--collection", "name", required=True)
+@click.option("--tenant", default="default_tenant", show_default=True)
+@click.option("--database", default="default_database", show_default=True)
+@click.option("--to", "dest", required=True, type=click.Path(dir_okay=False), help="File to write (JSON Lines).")
+def export_command(url: str, name: str, tenant: str, database: str, dest: str) -> None:
+    """Write one collection (records, metadata, configuration) to a file; see docs/OPERATIONS.md."""
+    from pathlib import Path
+
+    from raftchroma import transfer
+
+    on_start, on_progress, close = _records_bar("export")
+    try:
+        client = transfer.connect(url, tenant, database)
+        summary = transfer.export_collection(client, name, Path(dest), tenant, database, on_start, on_progress)
+    except transfer.TransferError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except Exception as exc:  # the server's or the network's, as chromadb's client raises them
+        _fail(f"export failed: {exc}", EXIT_FAILED)
+    finally:
+        close()
+    click.echo(f"exported {summary.records} records of {summary.name!r} to {dest}")
+
+
+@main.command(name="import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", required=True, help="Any Chroma server: a raftchroma node or `chroma run`.")
+@click.option("--collection", "new_name", default=None, help="Name to create (default: the exported name).")
+@click.option("--tenant", default="default_tenant", show_default=True)
+@click.option("--database", default="default_database", show_default=True)
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Records per request (never above the server's max batch size).")
+def import_command(source: str, url: str, new_name: str | None, tenant: str, database: str, batch_size: int) -> None:
+    """Create a collection from an export file and add its records."""
+    from pathlib import Path
+
+    from raftchroma import transfer
+
+    on_start, on_progress, close = _records_bar("import")
+    try:
+        client = transfer.connect(url, tenant, database)
+        summary = transfer.import_collection(client, Path(source), new_name, batch_size, on_start, on_progress)
+    except transfer.TransferError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except Exception as exc:
+        _fail(f"import failed: {exc}", EXIT_FAILED)
+    finally:
+        close()
+    click.echo(f"imported {summary.records} records into {summary.name!r}")
