@@ -102,19 +102,19 @@ class BackupFailed(ApiError):
 
 @dataclass(frozen=True)
 class LocalCopy:
-    """A consistent copy of one node's store, written for one backup and deleted after it."""
+    """A consistent copy of one node's store, written for one backup; `release` deletes it."""
 
     path: Path
     metadata: dict[str, Any]
+    release: Callable[[], None]
 
 
 class BackupTaker:
-    """Takes backups on one node, one at a time."""
+    """Takes backups on one node, one at a time (from the barrier until the copy is released)."""
 
     def __init__(self, node: Any) -> None:
         self._node = node
         self._busy = False
-        self._swept = False
 
     async def take(self, timeout_s: float) -> LocalCopy:
         """Barrier, then a copy by the applier between two entries. Raises an ApiError."""
@@ -125,8 +125,13 @@ class BackupTaker:
             self._sweep()
             barrier_index = await self._node.read_barrier(timeout_s)
             return await self._copy(barrier_index)
-        finally:
+        except BaseException:
             self._busy = False
+            raise
+
+    def _release(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self._busy = False
 
     async def _copy(self, barrier_index: int) -> LocalCopy:
         node = self._node
@@ -138,8 +143,12 @@ class BackupTaker:
             store.write_snapshot(path, {"index": applied_index, "term": term}, durable=False)
             return applied_index, term, time.monotonic() - started
 
+        copied = node.run_in_applier(copy)
         try:
-            index, term, pause_s = await node.run_in_applier(copy)
+            index, term, pause_s = await asyncio.shield(copied)
+        except asyncio.CancelledError:  # the client went away: drop the copy once it is written
+            copied.add_done_callback(lambda _: path.unlink(missing_ok=True))
+            raise
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise BackupFailed(f"Could not copy the store for the backup (disk full?): {exc}") from None
@@ -153,15 +162,13 @@ class BackupTaker:
             "store_bytes": header["tar_bytes"], "applier_pause_s": round(pause_s, 6),
             "applier_pause_bound": APPLIER_PAUSE_BOUND,
         }
-        return LocalCopy(path, metadata)
+        return LocalCopy(path, metadata, lambda: self._release(path))
 
     def _sweep(self) -> None:
-        """Copies left by a node that stopped while streaming one (only one backup runs at a time)."""
-        if self._swept:
-            return
+        """Copies left by a node that stopped while streaming one (one backup runs at a time, so
+        any copy present now is a leftover)."""
         for leftover in Path(self._node.node.data_dir).glob(COPY_PREFIX + "*"):
             leftover.unlink(missing_ok=True)
-        self._swept = True
 
 
 class ArchiveStream:
@@ -182,8 +189,13 @@ class ArchiveStream:
                 yield chunk
         yield TRAILER_PREFIX + digest.hexdigest().encode() + b"\n"
 
-    def discard(self) -> None:
-        self._copy.path.unlink(missing_ok=True)
+
+async def stream_chunks(stream: ArchiveStream) -> Any:
+    """The archive's chunks, each read (and hashed) in the default executor."""
+    loop = asyncio.get_running_loop()
+    chunks = stream.chunks()
+    while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
+        yield chunk
 
 
 # ------------------------------------------------------------------ reading an archive
@@ -361,10 +373,3 @@ def _remove_own_files(data_dir: Path) -> None:
         else:
             child.unlink()
 
-
-async def stream_chunks(stream: ArchiveStream) -> Any:
-    """The archive's chunks, each read (and hashed) in the default executor."""
-    loop = asyncio.get_running_loop()
-    chunks = stream.chunks()
-    while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
-        yield chunk

@@ -13,8 +13,9 @@ waiting request gets (index, result). Read: a typed `reads.Read` -> wait for its
 Raft runs in a child process (raft_process.py), so Chroma's GIL-bound work here never stalls
 heartbeats. Which thread owns what: the event loop owns the waiter maps and barriers; the Raft
 proxy's reader thread only calls `enqueue_entry`, `request_snapshot` and `queue_install` (which
-queue work); the applier thread owns `applied_index` (written there, read anywhere), the store's changes,
-snapshots and the copies `run_in_applier` asks for (backups); the read pool only reads the store, inside `Store.reading()`.
+queue work); the applier thread owns `applied_index` (written there, read anywhere), the store's changes
+and snapshots, and runs what `run_in_applier` hands it (a backup's copy); the read pool only reads
+the store, inside `Store.reading()`.
 """
 
 from __future__ import annotations

@@ -129,6 +129,7 @@ def test_backup_under_writes_restores_as_a_new_cluster_equal_at_its_index(
                 return
             acks_at_first_chunk = len(writer.acked)
             during["own"] = add(cluster.node(backup_node).url, collection_id, ["mid-stream"], 2_000_000)
+            during["second"] = http("GET", cluster.node(backup_node).url + "/raftchroma/backup")
             wait_for(lambda: len(writer.acked) > acks_at_first_chunk, 60, "a write acknowledged mid-stream")
             during["writer_acks"] = len(writer.acked) - acks_at_first_chunk
 
@@ -138,8 +139,8 @@ def test_backup_under_writes_restores_as_a_new_cluster_equal_at_its_index(
         writer.stop.set()
         thread.join(timeout=120)
     meta = info.metadata
-    print(f"\nbackup: index {meta['index']}, {meta['snapshot_bytes']} bytes, applier paused "
-          f"{meta['applier_pause_s']:.3f} s; {sum(started < at < finished for _, _, at in writer.acked)} writes "
+    print(f"\nbackup: index {meta['index']}, {meta['snapshot_bytes']} bytes in {finished - started:.2f} s, applier "
+          f"paused {meta['applier_pause_s']:.3f} s; {sum(started < at < finished for _, _, at in writer.acked)} writes "
           f"acknowledged through {writer_node} during the backup")
 
     # A linearizable cut: every write acknowledged before the backup began is at or below its index.
@@ -151,6 +152,10 @@ def test_backup_under_writes_restores_as_a_new_cluster_equal_at_its_index(
     assert own_status == 201, own_body
     assert int(own_headers["X-Raftchroma-Index"]) > meta["index"]  # applied after the copy, not in it
     assert during["writer_acks"] >= 1
+    second_status, _, second_body = during["second"]
+    assert (second_status, second_body["error"]) == (503, "BackupInProgress")
+    data_dir = cluster.root / "data" / backup_node
+    wait_for(lambda: not list(data_dir.glob("backup-*")), 30, "the node to delete its local copy")
 
     # Restore into a NEW cluster: new ports, new data dirs.
     (tmp_path / "restored").mkdir()

@@ -397,8 +397,8 @@ async def raft_backup(request: web.Request) -> web.StreamResponse:
     pauses only while the store is copied locally, never while the archive streams."""
     node = node_of(request)
     copy = await request.app[BACKUPS_KEY].take(node.config.read_timeout_s)
-    stream = backup.ArchiveStream(copy)
     try:
+        stream = backup.ArchiveStream(copy)
         response = web.StreamResponse(headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(stream.size_bytes),
             INDEX_HEADER: str(copy.metadata["index"]),
@@ -409,7 +409,7 @@ async def raft_backup(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
         return response
     finally:
-        stream.discard()
+        copy.release()  # deletes the local copy; the next backup may start
 
 
 async def test_partition(request: web.Request) -> web.Response:
