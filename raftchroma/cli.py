@@ -431,3 +431,156 @@ def _supervise(config_path: str, children: dict[str, subprocess.Popen[bytes]],
                 children[node_id] = _spawn(config_path, node_id)
                 started_at[node_id] = now
         time.sleep(0.2)
+
+
+# ------------------------------------------------------------ backup, restore
+
+
+EXIT_FAILED = 1  # the server refused or the network failed: retrying may help
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"raftchroma: {message}", err=True)
+    sys.exit(code)
+
+
+def _pick_node_url(config: ClusterConfig) -> str:
+    """A reachable follower if there is one (the backup then pauses no leader), else any reachable node."""
+    rows = [r for r in cluster_status(config) if r["reachable"]]
+    if not rows:
+        _fail("no node of the cluster answers; pass --url", EXIT_FAILED)
+    followers = [r for r in rows if r.get("role") == "follower"]
+    return (followers or rows)[0]["url"]
+
+
+@main.command()
+@click.option("--to", "dest", required=True, type=click.Path(dir_okay=False), help="Archive file to write.")
+@click.option("--url", default=None, help="Node to take it from (default: a follower of --config's cluster).")
+@click.option("--config", "config_path", default="cluster.toml", show_default=True)
+def backup(dest: str, url: str | None, config_path: str) -> None:
+    """Write one consistent, checksummed archive of the whole cluster to FILE.
+
+    It holds every write acknowledged before the command started (it goes through the Raft log
+    first); only the answering node's applier pauses, while it copies its store locally."""
+    from pathlib import Path
+
+    from raftchroma import backup as backups
+
+    url = url or _pick_node_url(_load(config_path))
+    bar: Any = None
+
+    def on_start(total: int) -> None:
+        nonlocal bar
+        bar = click.progressbar(length=total, label="backup", file=sys.stderr)
+        bar.__enter__()
+
+    try:
+        info = backups.download(url, Path(dest), on_start, lambda n: bar.update(n))
+    except backups.DownloadFailed as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except backups.BackupCorrupt as exc:
+        _fail(f"the backup received is damaged, nothing was written: {exc}", EXIT_FAILED)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    meta = info.metadata
+    click.echo(f"backup at index {meta['index']} (term {meta['term']}) written to {dest}: "
+               f"{Path(dest).stat().st_size} bytes, sha256 {info.sha256}; the applier of {meta['source_node']} "
+               f"paused {meta['applier_pause_s']:.3f} s")
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", default="cluster.toml", show_default=True, help="The NEW cluster's file.")
+@click.option("--node", "node_ids", multiple=True, help="Restore only this node (repeatable; default: all).")
+@click.option("--force", is_flag=True, help="Replace the raftchroma data already in a node's data_dir.")
+def restore(archive: str, config_path: str, node_ids: tuple[str, ...], force: bool) -> None:
+    """Lay out ARCHIVE as the data of a new cluster: start its nodes afterwards.
+
+    The checksum is verified first; nothing is changed if it fails or a data_dir is not empty."""
+    from pathlib import Path
+
+    from raftchroma import backup as backups
+
+    config = _load(config_path)
+    try:
+        done = backups.restore(Path(archive), config, node_ids, force)
+    except (backups.BackupCorrupt, backups.RestoreRefused, ConfigError) as exc:
+        _fail(f"restore refused, nothing was changed: {exc}", EXIT_USAGE)
+    meta = done.archive.metadata
+    if meta.get("settings_fingerprint") != config.settings_fingerprint:
+        click.echo("raftchroma: note: the backup was taken with other cluster-wide settings ([cluster] "
+                   "max_batch_size, max_body_bytes...) than this cluster file's", err=True)
+    for node_id, path in done.snapshots.items():
+        click.echo(f"{node_id}: {path}")
+    click.echo(f"restored index {meta['index']} (term {meta['term']}, sha256 {done.archive.sha256}) for "
+               f"{len(done.snapshots)} node(s); start them, e.g. raftchroma up --config {config_path}")
+
+
+# ------------------------------------------------------------ export, import
+
+
+def _records_bar(label: str) -> Any:
+    """on_start/on_progress callbacks drawing a progress bar over records, and a closer."""
+    state: dict[str, Any] = {}
+
+    def on_start(total: int) -> None:
+        state["bar"] = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+        state["bar"].__enter__()
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+    return on_start, lambda n: state["bar"].update(n), close
+
+
+@main.command(name="export")
+@click.option("--url", required=True, help="Any Chroma server: a raftchroma node or `chroma run`.")
+@click.option("--collection", "name", required=True)
+@click.option("--tenant", default="default_tenant", show_default=True)
+@click.option("--database", default="default_database", show_default=True)
+@click.option("--to", "dest", required=True, type=click.Path(dir_okay=False), help="File to write (JSON Lines).")
+def export_command(url: str, name: str, tenant: str, database: str, dest: str) -> None:
+    """Write one collection (records, metadata, configuration) to a file; see docs/OPERATIONS.md."""
+    from pathlib import Path
+
+    from raftchroma import transfer
+
+    on_start, on_progress, close = _records_bar("export")
+    try:
+        client = transfer.connect(url, tenant, database)
+        summary = transfer.export_collection(client, name, Path(dest), tenant, database, on_start, on_progress)
+    except transfer.TransferError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except Exception as exc:  # the server's or the network's, as chromadb's client raises them
+        _fail(f"export failed: {exc}", EXIT_FAILED)
+    finally:
+        close()
+    click.echo(f"exported {summary.records} records of {summary.name!r} to {dest}")
+
+
+@main.command(name="import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", required=True, help="Any Chroma server: a raftchroma node or `chroma run`.")
+@click.option("--collection", "new_name", default=None, help="Name to create (default: the exported name).")
+@click.option("--tenant", default="default_tenant", show_default=True)
+@click.option("--database", default="default_database", show_default=True)
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Records per request (never above the server's max batch size).")
+def import_command(source: str, url: str, new_name: str | None, tenant: str, database: str, batch_size: int) -> None:
+    """Create a collection from an export file and add its records."""
+    from pathlib import Path
+
+    from raftchroma import transfer
+
+    on_start, on_progress, close = _records_bar("import")
+    try:
+        client = transfer.connect(url, tenant, database)
+        summary = transfer.import_collection(client, Path(source), new_name, batch_size, on_start, on_progress)
+    except transfer.TransferError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except Exception as exc:
+        _fail(f"import failed: {exc}", EXIT_FAILED)
+    finally:
+        close()
+    click.echo(f"imported {summary.records} records into {summary.name!r}")

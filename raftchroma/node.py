@@ -14,10 +14,10 @@ Raft runs in a child process (raft_process.py), so Chroma's GIL-bound work here 
 heartbeats. Which thread owns what: the event loop owns the waiter maps and barriers; the Raft
 proxy's reader thread only calls `enqueue_entry`, `request_snapshot` and `queue_install` (which
 queue work; PySyncObj's own entries arrive as empty entries, so `applied_index` follows the commit
-index exactly); the applier thread owns `applied_index` (written there, read
-anywhere), the store's changes and snapshots; the read pool only reads the store, inside
-`Store.reading()`. `metrics` is written by all of them (prometheus_client is thread-safe) and read
-by the event loop at scrape time.
+index exactly); the applier thread owns `applied_index` (written there, read anywhere), the store's
+changes and snapshots, and runs what `run_in_applier` hands it (a backup's copy); the read pool only
+reads the store, inside `Store.reading()`. `metrics` is written by all of them (prometheus_client is
+thread-safe) and read by the event loop at scrape time.
 """
 
 from __future__ import annotations
@@ -156,6 +156,14 @@ class Node:
         self._install_generation += 1
         self._apply_queue.put(("install", pinned, header, self._install_generation))
 
+    def run_in_applier(self, fn: Callable[[Store, int], Any]) -> asyncio.Future[Any]:
+        """Run `fn(store, applied_index)` in the applier thread after everything queued so far, i.e.
+        between two entries, while no change is in flight (backup.py copies the store so). Entries
+        wait while it runs: keep it short. Its result or exception resolves the returned future."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._apply_queue.put(("call", fn, future))
+        return future
+
     def _apply_loop(self) -> None:
         """Crash, don't limp: an applier that died would leave a node that answers heartbeats
         but never applies, so any unexpected exception stops the process."""
@@ -179,8 +187,17 @@ class Node:
                 self._apply_entry(item[1], item[2])
             elif item[0] == "snapshot":
                 self._write_snapshot(*item[1:])
+            elif item[0] == "call":
+                self._call_between_entries(*item[1:])
             else:
                 self._install(*item[1:])
+
+    def _call_between_entries(self, fn: Callable[[Store, int], Any], future: asyncio.Future[Any]) -> None:
+        try:
+            outcome, failed = fn(self.store, self.applied_index), False
+        except Exception as exc:  # the caller's failure (e.g. disk full while copying), not the applier's
+            outcome, failed = exc, True
+        self._call_in_loop(_settle, future, outcome, failed)
 
     def _mark_clean(self) -> None:
         """Idle: record that a crash now may keep the store. Failing (disk full) only costs a
@@ -603,6 +620,11 @@ def _local_snapshot_index(data_dir: Path) -> int:
         return int(snapshot.read_header(path, verify=False)["index"])
     except snapshot.SnapshotCorrupt:
         return 0
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any, failed: bool) -> None:
+    if not future.done():  # the caller may have gone away
+        future.set_exception(outcome) if failed else future.set_result(outcome)
 
 
 def _size(path: Path) -> int:

@@ -934,6 +934,17 @@ FAIL_REASON_NAMES = {
 }
 
 
+def restored_raft_meta(index: int, raft_addresses: Sequence[str]) -> dict[str, Any]:
+    """PySyncObj's bookkeeping for a snapshot that starts a NEW cluster at `index` (a restored
+    backup): the two boundary entries are no-ops of term 0. PySyncObj computes its current term
+    from the (empty) journal before it loads the snapshot, so keeping the source's terms would
+    leave entries of a higher term than the node's own; with term 0 every new leader's term is
+    above them, as Raft requires. The entries are never applied: the node starts applied at `index`."""
+    no_op = bytes([_pysyncobj_core._COMMAND_TYPE.NO_OP])
+    return {"index": index, "term": 0, "last": _entry_to_json((no_op, index, 0)),
+            "prev": _entry_to_json((no_op, index - 1, 0)), "cluster": sorted(raft_addresses)}
+
+
 def _entry_to_json(entry: tuple[bytes, int, int]) -> list[Any]:
     return [base64.b64encode(bytes(entry[0])).decode(), entry[1], entry[2]]
 

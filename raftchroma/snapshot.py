@@ -102,18 +102,23 @@ def read_header(path: Path, verify: bool = True) -> dict[str, Any]:
     return header
 
 
-def _read_trailer(f: BinaryIO, size: int, path: Path) -> dict[str, Any]:
+def read_embedded_header(f: BinaryIO, start: int, size: int, name: str) -> dict[str, Any]:
+    """The header of a snapshot held in `f` at bytes [start, start + size), e.g. in a backup archive."""
+    return _read_trailer(f, size, name, start)
+
+
+def _read_trailer(f: BinaryIO, size: int, path: Path | str, start: int = 0) -> dict[str, Any]:
     tail = len(MAGIC) + _LEN.size
     if size < tail:
         raise SnapshotCorrupt(f"{path}: truncated snapshot ({size} bytes)")
-    f.seek(size - tail)
+    f.seek(start + size - tail)
     length_bytes, magic = f.read(_LEN.size), f.read(len(MAGIC))
     if magic != MAGIC:
         raise SnapshotCorrupt(f"{path}: not a complete raftchroma snapshot (bad trailer)")
     (length,) = _LEN.unpack(length_bytes)
     if length > size - tail:
         raise SnapshotCorrupt(f"{path}: truncated snapshot header")
-    f.seek(size - tail - length)
+    f.seek(start + size - tail - length)
     try:
         header = json.loads(f.read(length))
     except ValueError:
@@ -134,6 +139,40 @@ def _verify_tar(f: BinaryIO, header: dict[str, Any], path: Path) -> None:
         remaining -= len(chunk)
     if digest.hexdigest() != header["tar_sha256"]:
         raise SnapshotCorrupt(f"{path}: checksum mismatch (the snapshot is damaged)")
+
+
+def write_from_stream(path: Path, source: BinaryIO, header: dict[str, Any], fsync: Any = os.fsync) -> None:
+    """Write a snapshot file at `path` whose store part is the next `header["tar_bytes"]` bytes of
+    `source`, checked against `header["tar_sha256"]`, under `header` (which may differ from the
+    source's, e.g. new Raft bookkeeping): how a restore makes each node's snapshot from a backup.
+    Atomic like write_snapshot; a checksum mismatch raises SnapshotCorrupt and writes nothing."""
+    tmp = path.with_name(path.name + ".writing")
+    try:
+        with open(tmp, "wb") as out:
+            writer = _HashingWriter(out)
+            _copy_exactly(source, writer, header["tar_bytes"], path)
+            if writer.sha256.hexdigest() != header["tar_sha256"]:
+                raise SnapshotCorrupt(f"{path}: the store copy does not match its checksum")
+            full_header = dict(header, format=FORMAT_VERSION, tar_bytes=writer.size, tar_sha256=header["tar_sha256"])
+            encoded = json.dumps(full_header, sort_keys=True).encode()
+            out.write(encoded + _LEN.pack(len(encoded)) + MAGIC)
+            out.flush()
+            fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    _fsync_dir(path.parent, fsync)
+
+
+def _copy_exactly(source: BinaryIO, writer: _HashingWriter, count: int, path: Path) -> None:
+    remaining = count
+    while remaining > 0:
+        chunk = source.read(min(_HASH_CHUNK_BYTES, remaining))
+        if not chunk:
+            raise SnapshotCorrupt(f"{path}: the source ended {remaining} bytes early")
+        writer.write(chunk)
+        remaining -= len(chunk)
 
 
 def extract(path: Path, header: dict[str, Any], dest_dir: Path) -> None:

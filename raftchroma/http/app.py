@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import orjson
 from aiohttp import web
 
-from raftchroma import machine_defaults, reads
+from raftchroma import backup, machine_defaults, reads
 from raftchroma.command import (
     CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords, Op, Reset,
     UpdateCollection, WriteRecords,
@@ -52,6 +52,7 @@ INDEX_HEADER = "X-Raftchroma-Index"
 REQUEST_ID_HEADER = "X-Raftchroma-Request-Id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 NODE_KEY = web.AppKey("node", Node)
+BACKUPS_KEY = web.AppKey("backups", backup.BackupTaker)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 
@@ -452,6 +453,27 @@ async def raft_digest(request: web.Request) -> web.Response:
     return await do_read(request, reads.Digest())
 
 
+async def raft_backup(request: web.Request) -> web.StreamResponse:
+    """The whole store as one archive (backup.py), consistent at an index at least that of every
+    write acknowledged before this request; the index is also in `X-Raftchroma-Index`. The applier
+    pauses only while the store is copied locally, never while the archive streams."""
+    node = node_of(request)
+    copy = await request.app[BACKUPS_KEY].take(node.config.read_timeout_s)
+    try:
+        stream = backup.ArchiveStream(copy)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream", "Content-Length": str(stream.size_bytes),
+            INDEX_HEADER: str(copy.metadata["index"]),
+            "Content-Disposition": f'attachment; filename="raftchroma-{copy.metadata["index"]}.backup"'})
+        await response.prepare(request)
+        async for chunk in backup.stream_chunks(stream):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        copy.release()  # deletes the local copy; the next backup may start
+
+
 async def test_partition(request: web.Request) -> web.Response:
     """TEST ONLY: `{"blocked": ["n2", ...]}` drops Raft traffic with those peers; `[]` heals;
     `"inbound_only": true` drops only what they send here. 404 unless run with `--fault-injection`."""
@@ -537,6 +559,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/readyz", readyz)
     r.add_get("/livez", livez)
     r.add_get("/raftchroma/digest", raft_digest)
+    r.add_get("/raftchroma/backup", raft_backup)
     r.add_post("/raftchroma/test/partition", test_partition)
     r.add_post("/raftchroma/test/faults", test_faults)
 
@@ -561,6 +584,7 @@ def build_app(node: Node) -> web.Application:
     app.on_response_prepare.append(add_trace_id)
     app[NODE_KEY] = node
     app[intake.INTAKE_KEY] = limits
+    app[BACKUPS_KEY] = backup.BackupTaker(node)
     add_routes(app)
     return app
 
