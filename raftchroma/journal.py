@@ -23,6 +23,7 @@ Duck-typed to pysyncobj.journal.Journal; this module does not import pysyncobj.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -121,7 +122,7 @@ class DurableJournal:
         payload = msgpack.packb(record, use_bin_type=True)
         offset = self._file.tell()
         try:
-            self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+            _write_all(self._file, _HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
             if durable:
                 self._fsync(self._file.fileno())
         except OSError:
@@ -223,3 +224,15 @@ class DurableJournal:
     @property
     def size_bytes(self) -> int:
         return self._path.stat().st_size if self._path.exists() else 0
+
+
+def _write_all(file: Any, data: bytes) -> None:
+    """Write every byte to an unbuffered file. A raw write may write only part (a disk filling up
+    returns a short count, not an error); the rest is written again, which then raises, so the
+    caller cuts the file back instead of leaving a torn record behind a later one."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "short write to the Raft journal")
+        view = view[written:]
