@@ -96,7 +96,7 @@ class _RaftCollector:
         yield _gauge("commit_index", "Raft commit index known to this node.", s.commit_index)
         yield _gauge("applied_index", "Last log index applied to this node's store.", s.applied_index)
         yield _gauge("apply_backlog_entries", "Committed entries queued here and not applied yet.", s.apply_backlog)
-        yield _gauge("proposals_pending", "Proposals (writes and read barriers) this node awaits.", s.proposals_pending)
+        yield _gauge("proposals_pending", "Writes this node has proposed and awaits.", s.proposals_pending)
         yield _gauge("snapshot_size_bytes", "Size of this node's snapshot file.", s.snapshot_bytes)
         match = GaugeMetricFamily(PREFIX + "peer_match_index", "Leader only: highest log index known replicated "
                                   "on each peer.", labels=["peer"])
@@ -135,7 +135,7 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self._committed = Counter(PREFIX + "proposals_committed", "Proposals this node made that committed and "
-                                  "were applied here, by kind (write, barrier).", ["kind"], registry=r)
+                                  "were applied here, by kind (write).", ["kind"], registry=r)
         self._failed = Counter(PREFIX + "proposals_failed", "Proposals this node answered with an error, by kind "
                                "and error (NoQuorum: definite; WriteOutcomeUnknown: may have committed).",
                                ["kind", "error"], registry=r)
@@ -144,12 +144,12 @@ class NodeMetrics:
         self._snapshot = Histogram(PREFIX + "snapshot_duration_seconds", "Time to write a snapshot of the store, "
                                    "or to install one.", ["kind"], registry=r, buckets=SNAPSHOT_BUCKETS_S)
         self._barrier = Histogram(PREFIX + "read_barrier_wait_seconds", "Time a linearizable read waited for its "
-                                  "read barrier.", registry=r, buckets=WAIT_BUCKETS_S)
+                                  "read index and for this node to apply it.", registry=r, buckets=WAIT_BUCKETS_S)
         self._requests = Counter(PREFIX + "http_requests", "HTTP requests by method, route (the route's pattern, "
                                  "not the URL) and status.", ["method", "route", "status"], registry=r)
         self._latency = Histogram(PREFIX + "http_request_duration_seconds", "HTTP request latency by method and "
                                   "route.", ["method", "route"], registry=r, buckets=WAIT_BUCKETS_S)
-        for kind in ("write", "barrier"):  # present from the start, so a rate() has a first point
+        for kind in ("write",):  # present from the start, so a rate() has a first point
             self._committed.labels(kind)
         r.register(_RaftCollector(sample))
 

@@ -606,11 +606,6 @@ class Node:
         }
 
 
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
 def _local_snapshot_index(data_dir: Path) -> int:
     """The index of the node's own snapshot file (its header only; Replication verifies it)."""
     path = Path(data_dir) / SNAPSHOT_FILE_NAME
@@ -622,7 +617,7 @@ def _local_snapshot_index(data_dir: Path) -> int:
         return 0
 
 
-def _settle(future: asyncio.Future[Any], outcome: Any, failed: bool) -> None:
+def _settle(future: asyncio.Future[Any], outcome: Any, failed: bool = False) -> None:
     if not future.done():  # the caller may have gone away
         future.set_exception(outcome) if failed else future.set_result(outcome)
 
