@@ -268,12 +268,15 @@ class DownloadFailed(Exception):
 
 
 def download(url: str, dest: Path, on_start: Callable[[int], None] = lambda total: None,
-             on_bytes: Callable[[int], None] = lambda n: None, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> ArchiveInfo:
+             on_bytes: Callable[[int], None] = lambda n: None, timeout_s: float = DOWNLOAD_TIMEOUT_S,
+             token: str | None = None, ssl_context: Any = None) -> ArchiveInfo:
     """Fetch a backup from the node at `url` into `dest`: received into `dest.partial`, verified
     whole, then renamed, so `dest` only ever holds a complete, checked archive."""
     partial = dest.with_name(dest.name + ".partial")
     try:
-        with urllib.request.urlopen(url.rstrip("/") + BACKUP_PATH, timeout=timeout_s) as response, \
+        request = urllib.request.Request(url.rstrip("/") + BACKUP_PATH,
+                                         headers={"Authorization": f"Bearer {token}"} if token else {})
+        with urllib.request.urlopen(request, timeout=timeout_s, context=ssl_context) as response, \
                 open(partial, "wb") as out:
             on_start(int(response.headers.get("Content-Length", 0)))
             while chunk := response.read(STREAM_CHUNK_BYTES):

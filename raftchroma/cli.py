@@ -457,7 +457,11 @@ def _pick_node_url(config: ClusterConfig) -> str:
 @click.option("--to", "dest", required=True, type=click.Path(dir_okay=False), help="Archive file to write.")
 @click.option("--url", default=None, help="Node to take it from (default: a follower of --config's cluster).")
 @click.option("--config", "config_path", default="cluster.toml", show_default=True)
-def backup(dest: str, url: str | None, config_path: str) -> None:
+@click.option("--token", envvar="RAFTCHROMA_TOKEN", default=None,
+              help="Client token to send (env RAFTCHROMA_TOKEN); needed when the cluster has [[token]] tables.")
+@tls_options
+def backup(dest: str, url: str | None, config_path: str, token: str | None, cacert: str | None, cert: str | None,
+           key: str | None) -> None:
     """Write one consistent, checksummed archive of the whole cluster to FILE.
 
     It holds every write acknowledged before the command started (it goes through the Raft log
@@ -466,7 +470,14 @@ def backup(dest: str, url: str | None, config_path: str) -> None:
 
     from raftchroma import backup as backups
 
-    url = url or _pick_node_url(_load(config_path))
+    config = _load(config_path) if url is None or Path(config_path).exists() else None
+    url = url or _pick_node_url(config)
+    if config is not None:
+        context = client_ssl(config, cacert, cert, key)
+    else:  # --url without a cluster file: TLS only from the options
+        context = ssl.create_default_context(cafile=cacert) if cacert or cert else None
+        if context is not None and cert is not None:
+            context.load_cert_chain(cert, key)
     bar: Any = None
 
     def on_start(total: int) -> None:
@@ -475,7 +486,8 @@ def backup(dest: str, url: str | None, config_path: str) -> None:
         bar.__enter__()
 
     try:
-        info = backups.download(url, Path(dest), on_start, lambda n: bar.update(n))
+        info = backups.download(url, Path(dest), on_start, lambda n: bar.update(n), token=token,
+                                ssl_context=context)
     except backups.DownloadFailed as exc:
         _fail(str(exc), EXIT_FAILED)
     except backups.BackupCorrupt as exc:
@@ -540,7 +552,9 @@ def _records_bar(label: str) -> Any:
 @click.option("--tenant", default="default_tenant", show_default=True)
 @click.option("--database", default="default_database", show_default=True)
 @click.option("--to", "dest", required=True, type=click.Path(dir_okay=False), help="File to write (JSON Lines).")
-def export_command(url: str, name: str, tenant: str, database: str, dest: str) -> None:
+@click.option("--token", envvar="RAFTCHROMA_TOKEN", default=None,
+              help="Client token to send (env RAFTCHROMA_TOKEN); needed when the cluster has [[token]] tables.")
+def export_command(url: str, name: str, tenant: str, database: str, dest: str, token: str | None) -> None:
     """Write one collection (records, metadata, configuration) to a file; see docs/OPERATIONS.md."""
     from pathlib import Path
 
@@ -548,7 +562,7 @@ def export_command(url: str, name: str, tenant: str, database: str, dest: str) -
 
     on_start, on_progress, close = _records_bar("export")
     try:
-        client = transfer.connect(url, tenant, database)
+        client = transfer.connect(url, tenant, database, token)
         summary = transfer.export_collection(client, name, Path(dest), tenant, database, on_start, on_progress)
     except transfer.TransferError as exc:
         _fail(str(exc), EXIT_USAGE)
@@ -567,7 +581,10 @@ def export_command(url: str, name: str, tenant: str, database: str, dest: str) -
 @click.option("--database", default="default_database", show_default=True)
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Records per request (never above the server's max batch size).")
-def import_command(source: str, url: str, new_name: str | None, tenant: str, database: str, batch_size: int) -> None:
+@click.option("--token", envvar="RAFTCHROMA_TOKEN", default=None,
+              help="Client token to send (env RAFTCHROMA_TOKEN); needed when the cluster has [[token]] tables.")
+def import_command(source: str, url: str, new_name: str | None, tenant: str, database: str, batch_size: int,
+                   token: str | None) -> None:
     """Create a collection from an export file and add its records."""
     from pathlib import Path
 
@@ -575,7 +592,7 @@ def import_command(source: str, url: str, new_name: str | None, tenant: str, dat
 
     on_start, on_progress, close = _records_bar("import")
     try:
-        client = transfer.connect(url, tenant, database)
+        client = transfer.connect(url, tenant, database, token)
         summary = transfer.import_collection(client, Path(source), new_name, batch_size, on_start, on_progress)
     except transfer.TransferError as exc:
         _fail(str(exc), EXIT_USAGE)

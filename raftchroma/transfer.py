@@ -61,8 +61,9 @@ class Summary:
     path: Path
 
 
-def connect(url: str, tenant: str, database: str) -> Any:
-    """A chromadb.HttpClient for `url` (http://host:port) in this tenant and database."""
+def connect(url: str, tenant: str, database: str, token: str | None = None) -> Any:
+    """A chromadb.HttpClient for `url` (http://host:port) in this tenant and database, sending
+    `token` (a raftchroma client token, see README "Security") as `Authorization: Bearer`."""
     import chromadb
     from chromadb.config import Settings
 
@@ -72,7 +73,8 @@ def connect(url: str, tenant: str, database: str) -> Any:
     port = parts.port or (443 if parts.scheme == "https" else 8000)
     try:
         return chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", tenant=tenant,
-                                   database=database, settings=Settings(anonymized_telemetry=False))
+                                   database=database, settings=Settings(anonymized_telemetry=False),
+                                   headers={"Authorization": f"Bearer {token}"} if token else None)
     except Exception as exc:  # the client checks tenant and database on creation
         raise TransferError(f"cannot use {url} ({tenant}/{database}): {exc}") from None
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -194,6 +196,33 @@ def test_admin_operations_refused_to_other_tokens(node: Cluster) -> None:
     # an admin passes the token check (these routes then answer 404 without --fault-injection)
     assert http("POST", url(node, "/raftchroma/test/faults"), body={}, headers=bearer(ADMIN))[0] == 404
     assert http("POST", url(node, "/api/v2/tenants"), body={"name": "admins-tenant"}, headers=bearer(ADMIN))[0] == 200
+
+
+def test_backup_export_and_import_need_and_send_a_token(node: Cluster, tmp_path: Path) -> None:
+    """A backup holds every tenant's data: cluster admins only. The CLI sends --token."""
+    assert http("GET", url(node, "/raftchroma/backup"))[0] == 401
+    assert http("GET", url(node, "/raftchroma/backup"), headers=bearer(WRITER))[0] == 403
+    base = [sys.executable, "-m", "raftchroma"]
+    env = {k: v for k, v in os.environ.items() if k != "RAFTCHROMA_TOKEN"}
+
+    def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=120,
+                              env=dict(env, RAFTCHROMA_TOKEN=token) if token else env)
+
+    refused = cli("backup", "--to", str(tmp_path / "no.backup"), "--url", node.node("n1").url)
+    assert refused.returncode == 1 and "401" in refused.stderr and not (tmp_path / "no.backup").exists()
+    done = cli("backup", "--to", str(tmp_path / "ok.backup"), "--url", node.node("n1").url, token=ADMIN)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ok.backup").read_bytes().startswith(b"RCBACKUP 1\n")
+    writer = client(node, WRITER)
+    writer.get_or_create_collection("to-export", embedding_function=None).upsert(ids=["e"], embeddings=[[1.0, 2.0]])
+    exported = cli("export", "--url", node.node("n1").url, "--collection", "to-export", "--to",
+                   str(tmp_path / "c.jsonl"), token=WRITER)
+    assert exported.returncode == 0, exported.stderr
+    imported = cli("import", str(tmp_path / "c.jsonl"), "--url", node.node("n1").url, "--collection", "imported",
+                   "--token", WRITER)
+    assert imported.returncode == 0, imported.stderr
+    assert writer.get_collection("imported").get(ids=["e"])["ids"] == ["e"]
 
 
 def test_liveness_routes_stay_open_and_the_rest_need_a_token(node: Cluster) -> None:
