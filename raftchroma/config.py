@@ -118,10 +118,12 @@ class HttpLimits:
 
 @dataclasses.dataclass(frozen=True)
 class RaftTuning:
-    """PySyncObj timing; defaults are chosen so that Chroma work cannot starve heartbeats."""
+    """PySyncObj timing. Raft runs in its own process (raft_process.py), so Chroma's GIL-bound work
+    never delays a heartbeat, and election timeouts are in etcd's range: a dead leader is replaced
+    within about a second (they were 2-4 s while Raft shared the GIL with Chroma)."""
 
-    election_timeout_min_s: float = 2.0
-    election_timeout_max_s: float = 4.0
+    election_timeout_min_s: float = 0.5
+    election_timeout_max_s: float = 1.0
     heartbeat_period_s: float = 0.1
     connection_timeout_s: float = 5.0
     max_entry_bytes: int = 48 * 1024 * 1024

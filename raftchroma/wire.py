@@ -97,6 +97,13 @@ def seal(aead: AESGCM, counter: int, message: Any) -> bytes:
     return length + aead.encrypt(frame_nonce(counter), plaintext, length)
 
 
+def _close(poller: Any, fileno: int | None, sock: socket.socket | None) -> None:
+    if fileno is not None:
+        poller.unsubscribe(fileno)
+    if sock is not None:
+        sock.close()
+
+
 class WireConnection:
     """One Raft connection, driven by PySyncObj's poller (its tick thread); the methods and
     attributes PySyncObj's transport uses are those of its TcpConnection."""
@@ -231,12 +238,8 @@ class WireConnection:
         self._poller.subscribe(self._fileno, self._on_event, EVENT_READ | EVENT_WRITE | EVENT_ERROR)
 
     def _close_socket(self) -> None:
-        if self._fileno is not None:
-            self._poller.unsubscribe(self._fileno)
-            self._fileno = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        _close(self._poller, self._fileno, self._socket)
+        self._fileno, self._socket = None, None
 
     def _on_event(self, descr: int, event: int) -> None:
         if descr != self._fileno:
@@ -407,12 +410,8 @@ class WireServer:
         self._poller.subscribe(self._fileno, self._on_event, EVENT_READ | EVENT_ERROR)
 
     def unbind(self) -> None:
-        if self._fileno is not None:
-            self._poller.unsubscribe(self._fileno)
-            self._fileno = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        _close(self._poller, self._fileno, self._socket)
+        self._fileno, self._socket = None, None
 
     def _on_event(self, descr: int, event: int) -> None:
         if event & EVENT_READ and self._socket is not None:

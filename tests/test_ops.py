@@ -5,12 +5,11 @@ addresses."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -59,13 +58,8 @@ def status_rows(cluster: Cluster) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def ops_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = make_cluster(tmp_path)
-    try:
-        start_cluster(c)
-        yield c
-    finally:
-        c.stop_all()
+def ops_cluster(fresh_cluster: Cluster) -> Cluster:
+    return fresh_cluster
 
 
 def test_metrics_count_writes_and_requests_follow_a_stopped_follower_and_a_new_term(ops_cluster: Cluster) -> None:

@@ -20,7 +20,7 @@ from raftchroma import wire
 from raftchroma.config import load_config
 from raftchroma.replication import SETTINGS_HELLO, _pickle_is_inert
 from tests.harness import Cluster, wait_for
-from tests.raft_peer import PeerClosed, WirePeer, closed_by_node
+from tests.raft_peer import WirePeer, closed_by_node
 
 SECRET = b"test-secret"  # tests/harness.py's cluster secret
 CLOSE_TIMEOUT_S = 15.0
