@@ -46,6 +46,7 @@ DEFAULT_DATABASE = "default_database"
 DEFAULT_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 CHROMA_SERVER_VERSION = "1.0.0"  # what `chroma run` 1.5.9 answers at /api/v2/version
 STATE_FILE_NAME = "store.state"  # the clean marker: see Store.mark_clean
+CHROMA_DB_FILE_NAME = "chroma.sqlite3"
 
 
 MIN_FREE_BYTES = 1024 * 1024  # less than this free on the data disk counts as full
@@ -83,6 +84,7 @@ class Store:
         self._swap = threading.Condition()  # readers vs. a snapshot install swapping the store
         self._readers = 0
         self._swapping = False
+        self._fresh_database: bytes | None = None  # Chroma's database right after a reset (see reset)
         self.recovered_index = self._recoverable_index(snapshot_index)
         self._clean = self.recovered_index > 0
         self._bindings = self._open(wipe=not self._clean)
@@ -139,7 +141,7 @@ class Store:
             shutil.rmtree(self._chroma_dir)
         self._chroma_dir.mkdir(parents=True, exist_ok=True)
         sqlite = _bindings.SqliteDBConfig(
-            url=str(self._chroma_dir / "chroma.sqlite3"),
+            url=str(self._chroma_dir / CHROMA_DB_FILE_NAME),
             hash_type=_bindings.MigrationHash.MD5,
             migration_mode=_bindings.MigrationMode.Apply,
         )
@@ -380,13 +382,45 @@ class Store:
         return int(deleted or 0)
 
     def reset(self) -> None:
+        """Chroma's reset deletes its database and runs every migration again (about 40 sqlite
+        transactions, each fsynced: ~40 ms, on every replica). The first reset is Chroma's own; its
+        result, a fresh database, is kept, and later resets put a copy of it in place instead (~5 ms).
+        The copy is Chroma's database right after its own reset, so both leave the same store
+        (their `.dump`s are identical but for a row in Chroma's internal write-lock table, which
+        Chroma adds whenever it opens an existing database, as at every restart; no API reads it;
+        tests/test_store_reset.py). Nothing needs fsyncing: the store is marked dirty
+        before any change, and `mark_clean` fsyncs every file."""
         with self._translated("reset"):
-            self._bindings.reset()
+            if self._fresh_database is None:
+                self._bindings.reset()
+                self._fresh_database = (self._chroma_dir / CHROMA_DB_FILE_NAME).read_bytes()
+            else:
+                self._reopen_fresh()
         with self._lock:
             self._collections.clear()
             self._local_to_api.clear()
             self._database_ids = {DEFAULT_DATABASE_ID: DEFAULT_DATABASE_ID}
             # The remembered outcomes stay: a retry after a reset must not apply twice.
+
+    def _reopen_fresh(self) -> None:
+        """Swap in a copy of the fresh database, with no reader inside (as a snapshot install).
+        The copy is written beside the store first, so a full disk fails before anything changed."""
+        staged = self._chroma_dir.with_name(CHROMA_DB_FILE_NAME + ".fresh")
+        staged.write_bytes(self._fresh_database)
+        with self._swap:
+            self._swapping = True
+            while self._readers:
+                self._swap.wait()
+        try:
+            self._bindings = None
+            shutil.rmtree(self._chroma_dir, ignore_errors=True)
+            self._chroma_dir.mkdir(parents=True)
+            os.replace(staged, self._chroma_dir / CHROMA_DB_FILE_NAME)
+            self._bindings = self._open(wipe=False)
+        finally:
+            with self._swap:
+                self._swapping = False
+                self._swap.notify_all()
 
     def _forget_collection(self, api_id: str) -> None:
         ref = self._collections.pop(api_id, None)
