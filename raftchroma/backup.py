@@ -6,13 +6,12 @@ verification of an archive; `restore`, which lays an archive out as each node's 
 Must not: hold the applier while an archive streams (only the local copy pauses it), serve HTTP
 (http/app.py streams what this module produces), or touch a running node's Raft log or snapshot.
 
-**Consistency.** A backup first passes a read barrier (node.py): a no-op proposed through the log
-after the request began, committed and applied on this node. Every write acknowledged before the
-backup began was committed before the barrier was proposed, so its index is below the barrier's
-(the argument is the linearizable read's, docs/ARCHITECTURE.md). The applier then copies the store
-between two entries (`Node.run_in_applier`), exactly as it writes a compaction snapshot, at its
-applied index L, which is at least the barrier's: the archive holds every entry up to L and
-nothing after it.
+**Consistency.** A backup first passes a linearizable read's barrier (node.py): a read index from
+the leader, confirmed by a quorum after the request began, then applied on this node. Every write
+acknowledged before the backup began is at or below that index (the argument is the linearizable
+read's, docs/ARCHITECTURE.md). The applier then copies the store between two entries
+(`Node.run_in_applier`), exactly as it writes a compaction snapshot, at its applied index L, which
+is at least the barrier's: the archive holds every entry up to L and nothing after it.
 
 **What pauses, and for how long.** Only the applier of the node that takes the backup, for one
 local copy of the store's files (no fsync: the copy is streamed away, not kept). Raft goes on
@@ -73,7 +72,8 @@ APPLIER_PAUSE_BOUND = ("one local copy of the store's files without fsync, the c
 
 # What a data_dir holds that raftchroma wrote (journal, snapshot, clean marker, store, copies):
 # restore --force removes these, and only these.
-_OWN_NAMES = ("raft.log", "raft.log.tmp", "store.state", "store.state.tmp", "store.probe", "chroma")
+_OWN_NAMES = ("raft.log", "raft.log.tmp", "store.state", "store.state.tmp", "store.probe", "chroma",
+              "chroma.sqlite3.fresh", "raft-secret")
 _OWN_PREFIXES = ("raft.snapshot", COPY_PREFIX)
 
 

@@ -25,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 READ_CONSISTENCIES = ("linearizable", "stale")
+CHROMA_MAX_BATCH_SIZE = 5461  # embedded Chroma 1.5.9 refuses more records in one add/upsert/update
 SECRET_ENV = "RAFTCHROMA_SECRET"
 LEGACY_SECRET_ENV = "RAFTCHROMA_PASSWORD"  # the name before the secret was mandatory; still read
 SECRET_FILE_NAME = "raft-secret"  # in a node's data directory: `raftchroma up` creates it
@@ -249,6 +250,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path, environ: Any, path: Path |
         tls=tls,
         http=_parse_http(_table(raw.get("http", {}), "[http]")),
     )
+    if config.max_batch_size > CHROMA_MAX_BATCH_SIZE:
+        raise ConfigError(f"[cluster] max_batch_size must be at most {CHROMA_MAX_BATCH_SIZE}, the most records "
+                          "embedded Chroma takes in one call")
     if config.http.max_inflight_body_bytes < config.max_body_bytes:
         raise ConfigError("[http] max_inflight_body_bytes must be at least [cluster] max_body_bytes "
                           f"({config.max_body_bytes}), or no request of the largest size could ever be read")

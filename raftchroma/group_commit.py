@@ -54,6 +54,8 @@ class GroupCommit:
         if len(entry) >= self._max_bytes:
             self._send(entry, [_Pending(proposal, on_proposed)])
             return
+        if self._group and self._group_bytes + len(entry) > self._max_bytes:
+            self.flush()  # the group's entry stays within max_bytes (and so within max_entry_bytes)
         self._group.append(_Pending(proposal, on_proposed))
         self._group_bytes += len(entry)
         if len(self._group) >= self._max_count or self._group_bytes >= self._max_bytes:

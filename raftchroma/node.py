@@ -62,6 +62,7 @@ RETRY_ADVICE = ("Retry with the same X-Raftchroma-Request-Id header to apply it 
                 "(a write sent without one may apply twice if retried).")
 
 
+GROUP_MAX_BYTES = 1024 * 1024  # group commit: encoded writes per entry (at most half of max_entry_bytes)
 MAX_PENDING_WRITES = 10_000  # writes proposed and not yet answered, per node
 MAX_PENDING_READS = 10_000  # reads waiting for a barrier, an index or the read pool, per node
 MAX_APPLY_BACKLOG = 10_000  # committed entries not yet applied here; past it, new writes are refused
@@ -128,7 +129,8 @@ class Node:
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
             None, RaftProcess, self.config, self.node, self, self.fault_injection, self.faults)
-        self._group_commit = GroupCommit(self._loop, self.replication.propose, self._call_in_loop)
+        self._group_commit = GroupCommit(self._loop, self.replication.propose, self._call_in_loop,
+                                         max_bytes=min(GROUP_MAX_BYTES, self.config.raft.max_entry_bytes // 2))
 
     async def stop(self) -> None:
         if self.replication is not None:

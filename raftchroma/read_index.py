@@ -25,6 +25,7 @@ Owns: the read-index rounds of one node, driven from PySyncObj's tick thread (`t
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -70,8 +71,10 @@ class ReadIndex:
         self._queued: list[tuple[str, Any]] = []  # leader: waiting for the next round
         self._round: _Round | None = None
         self._seqs = itertools.count(1)
-        self._forwarded: dict[int, tuple[ReadCallback, float]] = {}  # follower: request id -> (callback, sent)
-        self._ids = itertools.count(1)
+        self._forwarded: dict[int, tuple[ReadCallback, float, Hashable]] = {}  # id -> (callback, sent, leader)
+        # Ids start at random, so a leader's reply to the request of an earlier run of this
+        # process (its round opened before we restarted) cannot answer a new request.
+        self._ids = itertools.count(int.from_bytes(os.urandom(7), "big"))
         self._lock = threading.Lock()
         self.rounds_completed = 0
         self.rounds_failed = 0
@@ -113,8 +116,10 @@ class ReadIndex:
             else:
                 raft.send(node, {"type": REPLY, "id": message.get("id"), "index": None})
         elif kind == REPLY:
-            pending = self._forwarded.pop(message.get("id"), None)  # type: ignore[arg-type]
-            if pending is not None:
+            request_id = message.get("id")
+            pending = self._forwarded.get(request_id) if isinstance(request_id, int) else None
+            if pending is not None and pending[2] == node:  # only the leader it was sent to answers it
+                del self._forwarded[request_id]
                 index = message.get("index")
                 pending[0](index if isinstance(index, int) else None)
 
@@ -176,14 +181,14 @@ class ReadIndex:
                 callback(None)
                 continue
             request_id = next(self._ids)
-            self._forwarded[request_id] = (callback, now)
+            self._forwarded[request_id] = (callback, now, leader)
             raft.send(leader, {"type": FORWARD, "id": request_id})
-        for request_id, (callback, sent_s) in list(self._forwarded.items()):
+        for request_id, (callback, sent_s, _) in list(self._forwarded.items()):
             if now - sent_s > self._round_timeout_s:
                 del self._forwarded[request_id]
                 callback(None)
 
     def _fail_forwarded(self) -> None:
         forwarded, self._forwarded = self._forwarded, {}
-        for callback, _ in forwarded.values():
+        for callback, _, _ in forwarded.values():
             callback(None)

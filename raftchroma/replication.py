@@ -253,14 +253,16 @@ class RaftchromaTransport(TCPTransport):
 
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 (PySyncObj's name)
         if len(self._unknownConnections) >= wire.MAX_UNAUTHENTICATED:
-            conn.disconnect()
-            return
+            # Full: drop the one waiting longest, not the newcomer, so that a flood of connections
+            # that never authenticate cannot keep a member's reconnect out (a member needs ms).
+            oldest = min(self._unknownConnections, key=lambda c: c.started_s)
+            self._drop(oldest)
         super()._onNewIncomingConnection(conn)
 
     def _onTick(self) -> None:  # noqa: N802 (PySyncObj's name)
         super()._onTick()
         for conn in list(self._unknownConnections) + list(self._connections.values()):
-            conn.check_timeout()
+            conn.check_handshake_timeout()
 
     def _note_refusal(self, peer: str, reason: str) -> None:
         host = peer.rsplit(":", 1)[0]

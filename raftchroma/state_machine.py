@@ -25,6 +25,7 @@ from raftchroma.command import (
     Barrier, CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords,
     Op, Proposal, Reset, UpdateCollection, WriteRecords, request_digest,
 )
+from raftchroma.config import CHROMA_MAX_BATCH_SIZE
 from raftchroma.result import Refused, Result, error_body, not_found_collection
 
 OUTCOME_WINDOW = 4096  # client request ids whose first outcome is remembered
@@ -209,6 +210,9 @@ _HANDLERS: dict[type, Callable[[StateStore, Any], Result]] = {
 # node applies (and retries while the machine fails) as a unit: one proposal, or such a run.
 
 
+MAX_RECORDS_PER_CALL = CHROMA_MAX_BATCH_SIZE  # a larger merged call would be refused: every replica would stop
+
+
 def steps(proposals: list[Proposal]) -> list[list[Proposal]]:
     """The entry's proposals in order, cut into steps; a run is merged only when merging cannot
     change any write's outcome (see `_joins`)."""
@@ -216,7 +220,8 @@ def steps(proposals: list[Proposal]) -> list[list[Proposal]]:
     run_ids: set[str] = set()
     for proposal in proposals:
         current = result[-1] if result else None
-        if current is not None and _joins(current[0], proposal, run_ids):
+        if (current is not None and _joins(current[0], proposal, run_ids)
+                and len(run_ids) + len(proposal.op.ids) <= MAX_RECORDS_PER_CALL):
             current.append(proposal)
             run_ids.update(proposal.op.ids)
         else:

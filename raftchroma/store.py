@@ -413,7 +413,7 @@ class Store:
                 self._swap.wait()
         try:
             self._bindings = None
-            shutil.rmtree(self._chroma_dir, ignore_errors=True)
+            shutil.rmtree(self._chroma_dir)
             self._chroma_dir.mkdir(parents=True)
             os.replace(staged, self._chroma_dir / CHROMA_DB_FILE_NAME)
             self._bindings = self._open(wipe=False)

@@ -174,10 +174,16 @@ class WireConnection:
     def getSendBufferSize(self) -> int:  # noqa: N802
         return len(self._write_buffer)
 
-    def check_timeout(self) -> None:
-        """Drop the connection if the handshake or the peer's silence has lasted too long. Called
-        from the transport's tick too: a peer that sends nothing causes no poller event."""
-        if self._state != DISCONNECTED and self._timed_out():
+    @property
+    def started_s(self) -> float:
+        return self._started_s
+
+    def check_handshake_timeout(self) -> None:
+        """Drop the connection if its handshake has lasted too long. Called from the transport's
+        tick: a peer that sends nothing causes no poller event. (An authenticated link that is
+        merely idle, as between two followers, is kept, as PySyncObj keeps it.)"""
+        if self._state != DISCONNECTED and not self._authenticated \
+                and time.monotonic() - self._started_s > HANDSHAKE_TIMEOUT_S:
             self.disconnect()
 
     def connect(self, host: str | None, port: int) -> bool:

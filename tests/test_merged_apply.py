@@ -52,6 +52,9 @@ def test_runs_are_cut_where_merging_could_change_an_outcome() -> None:
     assert sizes([write("upsert", ["a"]), write("upsert", ["b"], request_id="r1")]) == [1, 1]  # remembered
     assert sizes([write("upsert", ["a", "a"]), write("upsert", ["b"])]) == [1, 1]  # Chroma refuses that one alone
     assert sizes([write("add", ["a"]), write("add", ["b"]), write("update", ["c"]), write("add", ["d"])]) == [2, 1, 1]
+    # never more records in one Chroma call than Chroma takes (each write alone is legal)
+    big = [write("upsert", [f"{n}-{i}" for i in range(2000)], dim=2, seed=n) for n in range(4)]
+    assert sizes(big) == [2, 2] and state_machine.MAX_RECORDS_PER_CALL == 5461
 
 
 def apply_each(store: Store, proposals: list[Proposal]) -> list[Any]:

@@ -171,15 +171,18 @@ def test_an_authenticated_frame_above_the_largest_legal_message_is_refused(clust
 
 
 def test_a_flood_of_silent_connections_is_dropped_and_members_still_connect(cluster: Cluster) -> None:
+    """The unauthenticated slots are full of silent connections; a member still gets in (the
+    longest-waiting one is dropped for it), and every silent one is closed after the handshake
+    timeout."""
     node = cluster.node("n1")
     term, leader = node.status()["term"], cluster.leader()
     conns = [socket.create_connection(("127.0.0.1", node.raft_port), timeout=10) for _ in range(2 * wire.MAX_UNAUTHENTICATED)]
     try:
+        peer = WirePeer(node.raft_port, SECRET)  # while the flood holds every slot
+        peer.close()
         for conn in conns:
             assert closed_by_node(conn, wire.HANDSHAKE_TIMEOUT_S + CLOSE_TIMEOUT_S)
     finally:
         for conn in conns:
             conn.close()
-    peer = WirePeer(node.raft_port, SECRET)  # the port still answers a member's handshake
-    peer.close()
     assert_cluster_unmoved(cluster, term, leader)

@@ -130,9 +130,24 @@ def test_a_follower_forwards_to_the_leader_and_answers_the_leaders_index() -> No
     raft, reads, answers = FakeRaft(leader_=False), ReadIndex(1.0), []
     reads.request(answers.append)
     reads.tick(raft)
-    assert raft.sent == [("L", {"type": FORWARD, "id": 1})]
-    reads.on_message(raft, "L", {"type": REPLY, "id": 1, "index": 42})
+    [(to, forwarded)] = raft.sent
+    assert to == "L" and forwarded["type"] == FORWARD and isinstance(forwarded["id"], int)
+    reads.on_message(raft, "b", {"type": REPLY, "id": forwarded["id"], "index": 99})  # not the leader it asked
+    reads.on_message(raft, "L", {"type": REPLY, "id": forwarded["id"] + 1, "index": 98})  # another request
+    assert answers == []
+    reads.on_message(raft, "L", {"type": REPLY, "id": forwarded["id"], "index": 42})
     assert answers == [42]
+
+
+def test_request_ids_differ_between_runs_of_a_follower() -> None:
+    """A leader's reply to a request of the follower's previous run must not answer a new one."""
+    ids = set()
+    for _ in range(5):
+        raft, reads = FakeRaft(leader_=False), ReadIndex(1.0)
+        reads.request(lambda index: None)
+        reads.tick(raft)
+        ids.add(raft.sent[0][1]["id"])
+    assert len(ids) == 5
 
 
 def test_a_follower_with_no_leader_answers_none_at_once() -> None:

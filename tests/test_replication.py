@@ -161,3 +161,21 @@ def test_cluster_keeps_going_after_duplicate_creates(cluster: Cluster) -> None:
     after.add(ids=["x"], embeddings=[[1.0]])
     assert cluster.node("n2").client().get_collection("after-dupes").count() == 1
     assert all(cluster.node(n).status()["apply_error"] is None for n in cluster.nodes)
+
+
+@pytest.mark.parametrize("kind", ["add", "upsert", "update"])
+def test_a_batch_above_chromas_limit_is_refused_before_the_log(cluster: Cluster, kind: str) -> None:
+    """Embedded Chroma refuses more than 5,461 records in one call; committed, such a batch stopped
+    every replica on it (and again after each restart). Chroma's clients refuse it too."""
+    url = cluster.node("n2").url
+    status, _, col = http("POST", url + SCOPE + "/collections", {"name": f"too-big-{kind}", "get_or_create": True})
+    assert status == 200
+    ids = [f"r{i}" for i in range(5462)]
+    status, _, body = http("POST", f"{url}{SCOPE}/collections/{col['id']}/{kind}",
+                           {"ids": ids, "embeddings": [[float(i % 7)] for i in range(5462)]})
+    assert (status, body) == (400, {"error": "InvalidArgumentError",
+                                    "message": "Batch size 5462 exceeds maximum batch size 5461"})
+    status, _, _ = http("POST", f"{url}{SCOPE}/collections/{col['id']}/add",
+                        {"ids": ids[:5461], "embeddings": [[1.0]] * 5461})
+    assert status == 201
+    assert [cluster.node(n).client().get_collection(f"too-big-{kind}").count() for n in cluster.nodes] == [5461] * 3

@@ -352,6 +352,9 @@ def records_handler(kind: str, spec: parse.Struct) -> Handler:
         tenant, database = path_scope(request)
         api_id = path_collection_id(request)
         fields = await checked(request, api_id, lambda: parse.records(body, kind))
+        limit = node_of(request).config.max_batch_size
+        if len(fields["ids"]) > limit:  # what Chroma's clients refuse before sending (pre-flight-checks)
+            raise InvalidArgument(f"Batch size {len(fields['ids'])} exceeds maximum batch size {limit}")
         return await do_write(request, WriteRecords(kind=kind, tenant=tenant, database=database,
                                                     collection_id=api_id, **fields))
     return handle

@@ -173,8 +173,11 @@ async def _read(request: web.Request, max_bytes: int, lease: Lease, gzipped: boo
     if declared is not None and not gzipped:
         lease.take(declared)  # the whole body at once: refused before a byte of it is read
     inflater = Inflater(max_bytes) if gzipped else None
-    parts, size = [], 0
+    parts, size, raw = [], 0, 0
     while chunk := await request.content.read(READ_CHUNK_BYTES):
+        raw += len(chunk)
+        if raw > max_bytes:  # also as sent: endless empty gzip members inflate to nothing
+            raise BodyTooLarge()
         if inflater is not None:
             chunk = inflater.feed(chunk)
         size += len(chunk)
