@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.harness import wait_for
+from tests.harness import kill_group, wait_for
 
 from bench.options import REPO_ROOT, Options
 
@@ -89,7 +88,7 @@ def run_bound(root: Path, options: Options, log: Any) -> dict[str, Any]:
         results = [json.loads((root / f"store{k}" / "result.json").read_text()) for k in range(STORES)]
     finally:
         for proc in procs:
-            _kill(proc)
+            kill_group(proc)
     return _summarise(results, options.records) | {"pids": [proc.pid for proc in procs]}
 
 
@@ -112,15 +111,6 @@ def _all_ready(root: Path, procs: list[subprocess.Popen[bytes]]) -> bool:
             raise RuntimeError(f"bound store {k} exited with {proc.returncode} while loading; "
                                f"see {root / f'store{k}' / 'store.log'}")
     return all((root / f"store{k}" / "ready").exists() for k in range(len(procs)))
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
 
 
 def _summarise(results: list[dict[str, Any]], records: int) -> dict[str, Any]:

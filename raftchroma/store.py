@@ -182,15 +182,21 @@ class Store:
 
     def install_snapshot(self, path: Path, header: dict[str, Any]) -> None:
         """Replace the whole store with the snapshot's (applier thread only)."""
+        def replace() -> None:
+            shutil.rmtree(self._chroma_dir, ignore_errors=True)
+            snapshot.extract(path, header, self._chroma_dir)
+            self._load_maps(header["store"])
+        self._swap_store(replace)
+
+    def _swap_store(self, replace: Callable[[], None]) -> None:
+        """Close Chroma, let `replace` rebuild its directory, open it again: with no reader inside."""
         with self._swap:
             self._swapping = True
             while self._readers:
                 self._swap.wait()
         try:
             self._bindings = None
-            shutil.rmtree(self._chroma_dir, ignore_errors=True)
-            snapshot.extract(path, header, self._chroma_dir)
-            self._load_maps(header["store"])
+            replace()
             self._bindings = self._open(wipe=False)
         finally:
             with self._swap:
@@ -407,20 +413,12 @@ class Store:
         The copy is written beside the store first, so a full disk fails before anything changed."""
         staged = self._chroma_dir.with_name(CHROMA_DB_FILE_NAME + ".fresh")
         staged.write_bytes(self._fresh_database)
-        with self._swap:
-            self._swapping = True
-            while self._readers:
-                self._swap.wait()
-        try:
-            self._bindings = None
+
+        def replace() -> None:
             shutil.rmtree(self._chroma_dir)
             self._chroma_dir.mkdir(parents=True)
             os.replace(staged, self._chroma_dir / CHROMA_DB_FILE_NAME)
-            self._bindings = self._open(wipe=False)
-        finally:
-            with self._swap:
-                self._swapping = False
-                self._swap.notify_all()
+        self._swap_store(replace)
 
     def _forget_collection(self, api_id: str) -> None:
         ref = self._collections.pop(api_id, None)

@@ -209,6 +209,9 @@ class WireConnection:
     def send(self, message: Any) -> None:
         if self._state == DISCONNECTED:
             return
+        if self._timed_out():  # as PySyncObj's: a peer that sends nothing back while we send is dead
+            self.disconnect()
+            return
         if not self._authenticated:
             self._pending.append(message)
             return

@@ -42,6 +42,16 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def kill_group(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process group of `process` (started with start_new_session) and reap it."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+
+
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
     """Poll `predicate` until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout_s
@@ -168,12 +178,7 @@ class Cluster:
 
     def stop_all(self) -> None:
         for process in self.started:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=30)
+            kill_group(process)
 
     def leader(self, among: list[str] | None = None, timeout_s: float = 30.0) -> str:
         """The id of the leader that every live node (or `among`) agrees on."""
