@@ -601,3 +601,40 @@ def import_command(source: str, url: str, new_name: str | None, tenant: str, dat
     finally:
         close()
     click.echo(f"imported {summary.records} records into {summary.name!r}")
+
+
+# ------------------------------------------------------------------ cluster
+
+
+@main.group()
+def cluster() -> None:
+    """Change who leads the running cluster."""
+
+
+@cluster.command(name="transfer-leader")
+@click.option("--to", "target", default=None, help="Node id to lead (default: the most caught-up follower).")
+@click.option("--config", "config_path", default="cluster.toml", show_default=True)
+@click.option("--token", envvar="RAFTCHROMA_TOKEN", default=None,
+              help="A cluster admin's client token (env RAFTCHROMA_TOKEN); needed when the cluster has [[token]] tables.")
+@tls_options
+def transfer_leader(target: str | None, config_path: str, token: str | None, cacert: str | None, cert: str | None,
+                    key: str | None) -> None:
+    """Hand leadership to another node (Raft's TimeoutNow), e.g. before stopping the leader's machine.
+    The target must be connected and hold the leader's whole log."""
+    config = _load(config_path)
+    context = client_ssl(config, cacert, cert, key)
+    leaders = [r for r in cluster_status(config, context) if r.get("role") == "leader"]
+    if len(leaders) != 1:
+        _fail("no node answers as the leader now; see `raftchroma status`", EXIT_FAILED)
+    before = leaders[0]
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(before["url"] + "/raftchroma/transfer-leader", method="POST", headers=headers,
+                                     data=json.dumps({"to": target} if target else {}).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        _fail(f"{before['id']} refused: {exc.code} {exc.read().decode(errors='replace')}", EXIT_FAILED)
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"{before['id']} did not answer: {getattr(exc, 'reason', exc)}", EXIT_FAILED)
+    click.echo(f"leader: {before['id']} -> {answer['leader']}")

@@ -91,6 +91,20 @@ class NotReady(ApiError):
     name = "NotReady"
 
 
+class NotLeader(ApiError):
+    """Definite: an operation only the leader performs was sent to another node."""
+
+    status = 409
+    name = "NotLeader"
+
+
+class TransferRefused(ApiError):
+    """Definite: the leader did not hand over leadership (no such peer, or its log is behind)."""
+
+    status = 409
+    name = "TransferRefused"
+
+
 class WriteOutcomeUnknown(ApiError):
     """Indefinite: the write was proposed and may still commit; the client must check."""
 

@@ -40,7 +40,7 @@ from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
-    NotReady, WriteOutcomeUnknown, exit_now,
+    NotLeader, NotReady, TransferRefused, WriteOutcomeUnknown, exit_now,
 )
 from raftchroma.group_commit import GroupCommit
 from raftchroma.metrics import NodeMetrics, RaftSample
@@ -53,6 +53,7 @@ from raftchroma.store import Store
 log = logging.getLogger(__name__)
 
 _LEADER_POLL_S = 0.02
+SHUTDOWN_TRANSFER_TIMEOUT_S = 2.0  # how long a stopping leader waits for a successor
 _APPLY_RETRY_MIN_S = 0.05
 _APPLY_RETRY_MAX_S = 2.0
 _CLEAN_AFTER_IDLE_S = 1.0  # the applier marks the store clean after this long without entries
@@ -134,11 +135,49 @@ class Node:
 
     async def stop(self) -> None:
         if self.replication is not None:
+            await self._hand_over_leadership()
             await asyncio.get_running_loop().run_in_executor(None, self.replication.stop)
         self._apply_queue.put(None)
         if self._applier is not None:
             self._applier.join(timeout=10)
         self._read_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _hand_over_leadership(self) -> None:
+        """A leader that shuts down gracefully hands leadership to its most caught-up peer first,
+        so writes pause for one message round instead of an election timeout."""
+        if self.replication.status().role != "leader" or not self.config.peers_of(self.node.id):
+            return
+        try:
+            new_leader = await self.transfer_leadership(None, SHUTDOWN_TRANSFER_TIMEOUT_S)
+            log.info("leadership handed to %s before stopping", new_leader)
+        except ApiError as exc:
+            log.warning("could not hand leadership over before stopping: %s", exc.message)
+
+    async def transfer_leadership(self, target_id: str | None, timeout_s: float) -> str:
+        """Hand leadership to `target_id` (None: the most caught-up connected peer) with Raft's
+        TimeoutNow, and wait until another node leads; return its id."""
+        status = self.replication.status()
+        if status.role != "leader":
+            leader = self.replication.node_id_of(status.leader)
+            raise NotLeader(f"{self.node.id} is not the leader (the leader is {leader}); ask the leader")
+        if target_id is not None and target_id not in {n.id for n in self.config.peers_of(self.node.id)}:
+            raise TransferRefused(f"{target_id!r} is not another member of the cluster")
+        future: asyncio.Future[int] = self._loop.create_future()
+        self.replication.transfer_leadership(target_id, lambda err: self._call_in_loop(_settle, future, err))
+        try:
+            err = await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise NoQuorum(f"the Raft process did not answer the transfer within {timeout_s:g}s") from None
+        if err != SUCCESS:
+            raise TransferRefused(f"the leader did not hand over (raft: {_reason(err)}; a target must be "
+                                  "connected and hold the leader's whole log)")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.replication.status()
+            if status.role != "leader" and status.leader is not None:
+                return self.replication.node_id_of(status.leader) or str(status.leader)
+            await asyncio.sleep(_LEADER_POLL_S)  # polling Raft's status, not synchronisation
+        raise NoQuorum(f"leadership did not move within {timeout_s:g}s; {self.node.id} may still lead")
 
     # ------------------------------------------------------------ apply thread
 

@@ -233,6 +233,9 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
         elif kind == "read_index":
             token = message[1]
             replication.read_index(lambda index, token=token: outbox.put("read_index", token, index))
+        elif kind == "transfer":
+            token = message[1]
+            replication.transfer_leadership(message[2], lambda err, token=token: outbox.put("transferred", token, err))
         elif kind == "snapshot_done":
             replication.snapshot_done(message[1], None if message[2] is None else Path(message[2]))
         elif kind == "force_snapshot":
@@ -270,7 +273,7 @@ class RaftProcess:
         self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
         self._callbacks: dict[int, Callable[[Any, int], None]] = {}
-        self._read_callbacks: dict[int, Callable[[int | None], None]] = {}
+        self._answer_callbacks: dict[int, Callable[[int | None], None]] = {}
         self._tokens = itertools.count(1)
         self._status: dict[str, Any] = {}
         self._status_at = time.monotonic()
@@ -316,8 +319,12 @@ class RaftProcess:
             callback = self._callbacks.pop(message[1], None)
             if callback is not None:
                 callback(None, message[2])
+        elif kind == "transferred":
+            transfer_callback = self._answer_callbacks.pop(message[1], None)
+            if transfer_callback is not None:
+                transfer_callback(message[2])
         elif kind == "read_index":
-            read_callback = self._read_callbacks.pop(message[1], None)
+            read_callback = self._answer_callbacks.pop(message[1], None)
             if read_callback is not None:
                 read_callback(message[2])
         elif kind == "snapshot":
@@ -347,9 +354,14 @@ class RaftProcess:
         self._callbacks[token] = callback
         self._outbox.put("propose", token, entry)
 
+    def transfer_leadership(self, target_id: str | None, callback: Callable[[int], None]) -> None:
+        token = next(self._tokens)
+        self._answer_callbacks[token] = callback
+        self._outbox.put("transfer", token, target_id)
+
     def read_index(self, callback: Callable[[int | None], None]) -> None:
         token = next(self._tokens)
-        self._read_callbacks[token] = callback
+        self._answer_callbacks[token] = callback
         self._outbox.put("read_index", token)
 
     def snapshot_done(self, ok: bool, written: Path | None = None) -> None:

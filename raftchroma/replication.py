@@ -380,8 +380,18 @@ class _StateMachine(SyncObj):
         self.truncated_entries = 0
         self.truncated_applied_entries = 0
         self.reads = read_index.ReadIndex(round_timeout_s=conf.raftMaxTimeout)
+        self._transfers: deque[tuple[str | None, Callable[[int], None]]] = deque()
         self._read_view = _ReadView(self)
         super().__init__(self_address, peers, conf, transportClass=transport_class)
+
+    def request_transfer(self, target: str | None, callback: Callable[[int], None]) -> None:
+        """Any thread: hand leadership to `target` (a Raft address; None: the most caught-up
+        follower) with Raft's TimeoutNow; `callback(FAIL_REASON)` on the tick thread (SUCCESS only
+        means it was sent: PySyncObj refuses a target whose log is behind)."""
+        self._transfers.append((target, callback))
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
 
     def request_read_index(self, callback: read_index.ReadCallback) -> None:
         """Any thread: a read index for a linearizable read (read_index.py); wakes the tick thread."""
@@ -527,6 +537,9 @@ class _StateMachine(SyncObj):
             raise
         self._observe_leader()  # elections and leader fallback happen in the tick, not in a message
         self.reads.tick(self._read_view)
+        while self._transfers:
+            target, callback = self._transfers.popleft()
+            self.transferLeadership(target, lambda _result, err, callback=callback: callback(err))
 
     def _observe_leader(self) -> None:
         leader, term = self._getLeader(), self._getTerm()
@@ -837,6 +850,10 @@ class Replication:
     def read_index(self, callback: read_index.ReadCallback) -> None:
         """A read index (or None: no leader, no quorum); `callback` fires on the tick thread."""
         self._raft.request_read_index(callback)
+
+    def transfer_leadership(self, target_id: str | None, callback: Callable[[int], None]) -> None:
+        """Ask this node, if leader, to hand leadership to `target_id` (None: the most caught-up peer)."""
+        self._raft.request_transfer(None if target_id is None else self._id_to_address[target_id], callback)
 
     def status(self) -> RaftStatus:
         raw = self._raw_status()

@@ -477,6 +477,20 @@ async def raft_backup(request: web.Request) -> web.StreamResponse:
         copy.release()  # deletes the local copy; the next backup may start
 
 
+TRANSFER_TIMEOUT_S = 5.0
+
+
+async def transfer_leader(request: web.Request) -> web.Response:
+    """`{"to": "n3"}` (or `{}`: the most caught-up peer): the leader hands leadership over with
+    Raft's TimeoutNow and answers once another node leads. 409 NotLeader on any other node."""
+    body = await json_of(request) if request.can_read_body else {}
+    if not isinstance(body, dict) or not isinstance(body.get("to"), (str, type(None))):
+        raise InvalidArgument('expected {"to": "<node id>"} or {}')
+    node = node_of(request)
+    new_leader = await node.transfer_leadership(body.get("to"), TRANSFER_TIMEOUT_S)
+    return json_response({"leader": new_leader})
+
+
 async def test_partition(request: web.Request) -> web.Response:
     """TEST ONLY: `{"blocked": ["n2", ...]}` drops Raft traffic with those peers; `[]` heals;
     `"inbound_only": true` drops only what they send here. 404 unless run with `--fault-injection`."""
@@ -563,6 +577,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/livez", livez)
     r.add_get("/raftchroma/digest", raft_digest)
     r.add_get("/raftchroma/backup", raft_backup)
+    r.add_post("/raftchroma/transfer-leader", transfer_leader)
     r.add_post("/raftchroma/test/partition", test_partition)
     r.add_post("/raftchroma/test/faults", test_faults)
 

@@ -146,6 +146,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", _COL + "/attached_functions/{name}/detach"): WRITE,
     ("GET", "/raftchroma/digest"): _fixed(Need(Kind.CLUSTER)),  # digests of every collection
     ("GET", "/raftchroma/backup"): _CLUSTER_ADMIN,  # every tenant's data
+    ("POST", "/raftchroma/transfer-leader"): _CLUSTER_ADMIN,
     ("POST", "/raftchroma/test/partition"): _CLUSTER_ADMIN,
     ("POST", "/raftchroma/test/faults"): _CLUSTER_ADMIN,
 }
