@@ -31,7 +31,11 @@ def _cluster(root: Path, keepalive: bool) -> Cluster:
     serve_args = ("--fault-injection", "--test-snapshot-chunk-delay-s", str(CHUNK_DELAY_S))
     if not keepalive:
         serve_args += ("--test-no-snapshot-keepalive",)
-    raft_keys = f"snapshot_min_entries = {SNAPSHOT_MIN_ENTRIES}\nsnapshot_chunk_bytes = {CHUNK_BYTES}"
+    # The slow link sleeps in the leader's tick thread before each chunk, which also delays its
+    # heartbeats to the other follower: election timeouts of 2-4 s (not the default 0.5-1 s) keep
+    # that from causing an election, which would restart the transfer this test counts.
+    raft_keys = (f"snapshot_min_entries = {SNAPSHOT_MIN_ENTRIES}\nsnapshot_chunk_bytes = {CHUNK_BYTES}\n"
+                 "election_timeout_min_s = 2.0\nelection_timeout_max_s = 4.0")
     return make_cluster(root, raft_keys=raft_keys, serve_args=serve_args)
 
 
