@@ -245,13 +245,10 @@ def _read_metadata(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int]:
 
 def _check_sum(f: BinaryIO, size: int, path: Path) -> str:
     f.seek(0)
-    digest, remaining = hashlib.sha256(), size - TRAILER_BYTES
-    while remaining > 0:
-        chunk = f.read(min(STREAM_CHUNK_BYTES, remaining))
-        if not chunk:
-            raise BackupCorrupt(f"{path}: truncated backup")
+    digest = hashlib.sha256()
+    for chunk in snapshot.read_chunks(f, size - TRAILER_BYTES, STREAM_CHUNK_BYTES,
+                                      on_short=lambda _missing: BackupCorrupt(f"{path}: truncated backup")):
         digest.update(chunk)
-        remaining -= len(chunk)
     trailer = f.read(TRAILER_BYTES)
     expected = TRAILER_PREFIX + digest.hexdigest().encode() + b"\n"
     if trailer != expected:

@@ -17,7 +17,7 @@ import os
 import struct
 import tarfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable, Iterator
 
 MAGIC = b"RCSNAP01"
 FORMAT_VERSION = 1
@@ -130,13 +130,9 @@ def _read_trailer(f: BinaryIO, size: int, path: Path | str, start: int = 0) -> d
 
 def _verify_tar(f: BinaryIO, header: dict[str, Any], path: Path) -> None:
     f.seek(0)
-    digest, remaining = hashlib.sha256(), header["tar_bytes"]
-    while remaining > 0:
-        chunk = f.read(min(_HASH_CHUNK_BYTES, remaining))
-        if not chunk:
-            break
+    digest = hashlib.sha256()
+    for chunk in read_chunks(f, header["tar_bytes"]):  # a short file fails the checksum
         digest.update(chunk)
-        remaining -= len(chunk)
     if digest.hexdigest() != header["tar_sha256"]:
         raise SnapshotCorrupt(f"{path}: checksum mismatch (the snapshot is damaged)")
 
@@ -166,12 +162,24 @@ def write_from_stream(path: Path, source: BinaryIO, header: dict[str, Any], fsyn
 
 
 def _copy_exactly(source: BinaryIO, writer: _HashingWriter, count: int, path: Path) -> None:
+    def short(remaining: int) -> Exception:
+        return SnapshotCorrupt(f"{path}: the source ended {remaining} bytes early")
+    for chunk in read_chunks(source, count, on_short=short):
+        writer.write(chunk)
+
+
+def read_chunks(source: BinaryIO, count: int, chunk_bytes: int = _HASH_CHUNK_BYTES,
+                on_short: Callable[[int], Exception] | None = None) -> Iterator[bytes]:
+    """The next `count` bytes of `source`, in chunks of at most `chunk_bytes`. If the source ends
+    first: raise `on_short(bytes still missing)`, or without it just stop."""
     remaining = count
     while remaining > 0:
-        chunk = source.read(min(_HASH_CHUNK_BYTES, remaining))
+        chunk = source.read(min(chunk_bytes, remaining))
         if not chunk:
-            raise SnapshotCorrupt(f"{path}: the source ended {remaining} bytes early")
-        writer.write(chunk)
+            if on_short is not None:
+                raise on_short(remaining)
+            return
+        yield chunk
         remaining -= len(chunk)
 
 

@@ -182,8 +182,7 @@ class WireConnection:
         """Drop the connection if its handshake has lasted too long. Called from the transport's
         tick: a peer that sends nothing causes no poller event. (An authenticated link that is
         merely idle, as between two followers, is kept, as PySyncObj keeps it.)"""
-        if self._state != DISCONNECTED and not self._authenticated \
-                and time.monotonic() - self._started_s > HANDSHAKE_TIMEOUT_S:
+        if self._state != DISCONNECTED and self._handshake_overdue(time.monotonic()):
             self.disconnect()
 
     def connect(self, host: str | None, port: int) -> bool:
@@ -271,9 +270,10 @@ class WireConnection:
 
     def _timed_out(self) -> bool:
         now = time.monotonic()
-        if not self._authenticated and now - self._started_s > HANDSHAKE_TIMEOUT_S:
-            return True
-        return now - self._last_read_s > self._timeout_s
+        return self._handshake_overdue(now) or now - self._last_read_s > self._timeout_s
+
+    def _handshake_overdue(self, now: float) -> bool:
+        return not self._authenticated and now - self._started_s > HANDSHAKE_TIMEOUT_S
 
     def _flush(self) -> None:
         while self._write_buffer and self._socket is not None:

@@ -914,14 +914,23 @@ def _only_entry(clause: Any, error: Callable[[], InvalidArgument]) -> tuple[str,
     return next(iter(clause.items()))
 
 
-def _check_where_document(clause: Any) -> None:
-    key, value = _only_entry(clause, _bad_where_document)
+def _check_logical(clause: Any, error: Callable[[], InvalidArgument], check_leaf: Callable[[str, Any], None]) -> None:
+    """A where or where_document clause: `$and`/`$or` of clauses, down to leaves `check_leaf` judges."""
+    key, value = _only_entry(clause, error)
     if key in ("$and", "$or"):
         if not isinstance(value, list):
-            raise _bad_where_document()
+            raise error()
         for child in value:
-            _check_where_document(child)
+            _check_logical(child, error, check_leaf)
         return
+    check_leaf(key, value)
+
+
+def _check_where_document(clause: Any) -> None:
+    _check_logical(clause, _bad_where_document, _check_document_leaf)
+
+
+def _check_document_leaf(key: str, value: Any) -> None:
     if not isinstance(value, str) or key not in ("$contains", "$not_contains", "$regex", "$not_regex"):
         raise _bad_where_document()
     if key in ("$regex", "$not_regex"):
@@ -929,13 +938,10 @@ def _check_where_document(clause: Any) -> None:
 
 
 def _check_where(clause: Any) -> None:
-    key, value = _only_entry(clause, _bad_where)
-    if key in ("$and", "$or"):
-        if not isinstance(value, list):
-            raise _bad_where()
-        for child in value:
-            _check_where(child)
-        return
+    _check_logical(clause, _bad_where, _check_where_leaf)
+
+
+def _check_where_leaf(key: str, value: Any) -> None:
     if key.startswith("$"):
         raise _bad_where()
     if isinstance(value, (str, bool)) or _json_kind(value) in ("i64", "f64"):
