@@ -437,8 +437,7 @@ class Node:
         """Wait for a usable leader; no proposal is made without one (so the failure is definite)."""
         while True:
             status = self.replication.status()
-            usable = status.has_quorum if status.role == "leader" else status.leader_connected
-            if status.leader is not None and usable:
+            if status.leader is not None and _leader_usable(status):
                 return
             if time.monotonic() >= deadline:
                 raise NoQuorum("No leader with a quorum is reachable from this node; nothing was written")
@@ -587,10 +586,9 @@ class Node:
         if self.replication is None or self.store is None:
             return "starting"
         raft = self.replication.status()
-        usable = raft.has_quorum if raft.role == "leader" else raft.leader_connected
         if raft.leader is None:
             return f"no leader known (role {raft.role}, term {raft.term})"
-        if not usable:
+        if not _leader_usable(raft):
             return f"leader {self.replication.node_id_of(raft.leader)} is not reachable with a quorum"
         if self.apply_error is not None:
             return f"cannot apply: {self.apply_error}"
@@ -656,6 +654,11 @@ def _local_snapshot_index(data_dir: Path) -> int:
         return int(snapshot.read_header(path, verify=False)["index"])
     except snapshot.SnapshotCorrupt:
         return 0
+
+
+def _leader_usable(status: Any) -> bool:
+    """A leader this node can write through: itself with a quorum, or a leader it is connected to."""
+    return status.has_quorum if status.role == "leader" else status.leader_connected
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any, failed: bool = False) -> None:
