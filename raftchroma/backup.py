@@ -73,7 +73,7 @@ APPLIER_PAUSE_BOUND = ("one local copy of the store's files without fsync, the c
 # What a data_dir holds that raftchroma wrote (journal, snapshot, clean marker, store, copies):
 # restore --force removes these, and only these.
 _OWN_NAMES = ("raft.log", "raft.log.tmp", "store.state", "store.state.tmp", "store.probe", "chroma",
-              "chroma.sqlite3.fresh", "raft-secret")
+              "chroma.sqlite3.fresh", "raft-secret", "membership.json", "membership.json.tmp")
 _OWN_PREFIXES = ("raft.snapshot", COPY_PREFIX)
 
 
@@ -317,13 +317,13 @@ def restore(archive: Path, config: ClusterConfig, node_ids: tuple[str, ...] = ()
     so that the nodes start as a new cluster at the archive's index. Nothing is changed unless the
     archive is sound and every target data_dir is empty (or, with `force`, holds only raftchroma's
     own files, which are removed)."""
-    from raftchroma.replication import SNAPSHOT_FILE_NAME, restored_raft_meta  # imports PySyncObj
+    from raftchroma.replication import SNAPSHOT_FILE_NAME, membership_of_config, restored_raft_meta  # PySyncObj
 
     info = verify_archive(archive)
     targets = [config.node(i) for i in node_ids] if node_ids else list(config.nodes)
     for node in targets:
         _check_target(node, force)
-    raft_meta = restored_raft_meta(info.metadata["index"], [n.raft_address for n in config.nodes])
+    raft_meta = restored_raft_meta(info.metadata["index"], membership_of_config(config))
     header = {k: v for k, v in info.snapshot_header.items() if k not in ("term", "format")}
     header.update(raft=raft_meta, restored_from={"sha256": info.sha256, "index": info.metadata["index"],
                                                  "term": info.metadata["term"],

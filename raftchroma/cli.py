@@ -61,6 +61,9 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True, envvar="RAFTCHROMA_LOG_LEVEL", show_envvar=True)
 @click.option("--log-format", type=click.Choice(logs.LOG_FORMATS), default="text", show_default=True,
               envvar="RAFTCHROMA_LOG_FORMAT", show_envvar=True, help="json: one JSON object per line.")
+@click.option("--join", is_flag=True, envvar="RAFTCHROMA_JOIN", show_envvar=True,
+              help="A new node for a running cluster: on its first start it is not a member; it waits to be "
+                   "added (raftchroma cluster add) and follows without voting until promoted.")
 @click.option("--unsafe-local-reads", is_flag=True, hidden=True,
               help="TEST ONLY: serve linearizable reads without a barrier (jepsen-lite proves this is unsafe).")
 @click.option("--fault-injection", is_flag=True, hidden=True,
@@ -74,7 +77,7 @@ def main() -> None:
 @click.option("--test-snapshot-in-tick-thread", is_flag=True, hidden=True,
               help="TEST ONLY (needs --fault-injection): the Raft tick thread waits while a snapshot is written.")
 def serve(config_path: str, node_id: str | None, raft_listen: str | None, http_listen: str | None,
-          data_dir: str | None, log_level: str, log_format: str, unsafe_local_reads: bool,
+          data_dir: str | None, log_level: str, log_format: str, join: bool, unsafe_local_reads: bool,
           fault_injection: bool, test_snapshot_chunk_delay_s: float, test_no_snapshot_keepalive: bool,
           test_snapshot_write_delay_s: float, test_snapshot_in_tick_thread: bool) -> None:
     """Run one node in the foreground until SIGTERM or SIGINT."""
@@ -101,7 +104,7 @@ def serve(config_path: str, node_id: str | None, raft_listen: str | None, http_l
     from raftchroma.journal import JournalCorrupt
     from raftchroma.snapshot import SnapshotCorrupt
     try:
-        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection, faults))
+        asyncio.run(_serve(config, node_config, unsafe_local_reads, fault_injection, faults, join))
     except JournalCorrupt as exc:
         _refuse(log_format, f"refusing to start node {node_id}: corrupt Raft journal: {exc}")
     except SnapshotCorrupt as exc:
@@ -152,7 +155,7 @@ def _refuse(log_format: str, message: str) -> None:
 
 
 async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bool, fault_injection: bool,
-                 faults: FaultKnobs) -> None:
+                 faults: FaultKnobs, join: bool = False) -> None:
     from raftchroma.http import run_server
     from raftchroma.node import Node
 
@@ -161,7 +164,7 @@ async def _serve(config: ClusterConfig, node_config: Any, unsafe_local_reads: bo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = Node(config, node_config, unsafe_local_reads=unsafe_local_reads, fault_injection=fault_injection,
-                faults=faults)
+                faults=faults, join=join)
     await run_server(node, stop)
     logging.getLogger(__name__).info("node %s stopped", node_config.id)
 

@@ -51,6 +51,7 @@ class NodeConfig:
     https: bool = False  # the client API is served over TLS ([tls] in cluster.toml)
     raft_listen: str | None = None  # where the Raft port binds ("0.0.0.0:7000"); None: the advertised `raft`
     http_listen: str | None = None  # where the API binds; None: the advertised `http`
+    voter: bool = True  # false: a non-voting read replica from the start (bootstrap only; see membership.py)
 
     @property
     def raft_address(self) -> str:
@@ -417,13 +418,15 @@ def _parse_nodes(raw: Any, base_dir: Path, https: bool = False) -> tuple[NodeCon
     _reject_duplicates([(n.raft_host, n.raft_port) for n in nodes], "raft address")
     _reject_duplicates([(n.http_host, n.http_port) for n in nodes], "http address")
     _reject_duplicates([str(n.data_dir) for n in nodes], "data_dir")
+    if not any(n.voter for n in nodes):
+        raise ConfigError("at least one [[node]] must be a voter")
     return nodes
 
 
 def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) -> NodeConfig:
     where = f"[[node]] #{position + 1}"
     table = _table(raw, where)
-    _reject_unknown(table, _NODE_KEYS | _NODE_OPTIONAL_KEYS, where)
+    _reject_unknown(table, _NODE_KEYS | _NODE_OPTIONAL_KEYS | {"voter"}, where)
     for key in sorted(_NODE_KEYS):
         if key not in table:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -436,7 +439,8 @@ def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) ->
     data_dir = Path(_typed(table, "data_dir", str, None, where))
     if not data_dir.is_absolute():
         data_dir = base_dir / data_dir
-    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https, **listen)
+    voter = _typed(table, "voter", bool, True, where)
+    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https, **listen, voter=voter)
 
 
 def _listen(value: Any, where: str) -> str | None:

@@ -105,6 +105,13 @@ class TransferRefused(ApiError):
     name = "TransferRefused"
 
 
+class MembershipChangeRefused(ApiError):
+    """Definite: the leader will not make this membership change now (membership.plan_change says why)."""
+
+    status = 409
+    name = "MembershipChangeRefused"
+
+
 class WriteOutcomeUnknown(ApiError):
     """Indefinite: the write was proposed and may still commit; the client must check."""
 

@@ -30,7 +30,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import msgpack
 
@@ -48,8 +48,19 @@ class JournalCorrupt(Exception):
     """The journal file is damaged; the message names the file and where."""
 
 
+class JournalObserver(Protocol):
+    """Told of every change to the log after it is made (membership.MembershipLog)."""
+
+    def on_add(self, command: bytes, index: int) -> None: ...
+    def on_truncate(self, first_deleted_index: int) -> None: ...
+    def on_compact(self, first_kept_index: int) -> None: ...
+    def on_clear(self) -> None: ...
+
+
 class DurableJournal:
     """PySyncObj journal interface; entries are (command bytes, index, term) tuples."""
+
+    observer: JournalObserver | None = None
 
     def __init__(self, path: str | os.PathLike[str], fsync: Callable[[int], None] = os.fsync) -> None:
         self._path = Path(path)
@@ -165,14 +176,21 @@ class DurableJournal:
     def add(self, command: bytes, idx: int, term: int) -> None:
         self._append(["a", idx, term, bytes(command)])
         self._entries.append((command, idx, term))
+        if self.observer is not None:
+            self.observer.on_add(command, idx)
 
     def clear(self) -> None:
         self._append(["c"])
         self._entries = []
+        if self.observer is not None:
+            self.observer.on_clear()
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802 (PySyncObj's name)
         self._append(["f", entryFrom])
+        first_deleted = self._entries[entryFrom][1] if entryFrom < len(self._entries) else None
         del self._entries[entryFrom:]
+        if self.observer is not None and first_deleted is not None:
+            self.observer.on_truncate(first_deleted)
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
         """Compaction. If the new file cannot be written (disk full), keep the whole journal, open
@@ -186,6 +204,8 @@ class DurableJournal:
             return
         self._file.close()
         self._file = open(self._path, "ab", buffering=0)
+        if self.observer is not None and remaining:
+            self.observer.on_compact(remaining[0][1])
         self._entries = remaining
 
     def __getitem__(self, item: Any) -> Any:

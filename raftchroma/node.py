@@ -40,7 +40,7 @@ from raftchroma.command import Barrier, CorruptEntry, Op, Proposal, decode_entry
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig
 from raftchroma.errors import (
     EXIT_APPLY_FAULT, EXIT_CORRUPT_LOG, EXIT_INSTALL_FAILED, EXIT_INTERNAL, ApiError, InvalidArgument, NoQuorum,
-    NotLeader, NotReady, TransferRefused, WriteOutcomeUnknown, exit_now,
+    MembershipChangeRefused, NotLeader, NotReady, TransferRefused, WriteOutcomeUnknown, exit_now,
 )
 from raftchroma.group_commit import GroupCommit
 from raftchroma.metrics import NodeMetrics, RaftSample
@@ -86,9 +86,10 @@ class Node:
     """One replica. Create it inside a running event loop, then `await start()`."""
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, unsafe_local_reads: bool = False,
-                 fault_injection: bool = False, faults: FaultKnobs = FaultKnobs()) -> None:
+                 fault_injection: bool = False, faults: FaultKnobs = FaultKnobs(), join: bool = False) -> None:
         self.config = config
         self.node = node
+        self.join = join  # a new node for a running cluster (membership.py): not a member until added
         self.unsafe_local_reads = unsafe_local_reads  # test-only: linearizable reads without a barrier
         self.fault_injection = fault_injection  # test-only: /raftchroma/test/partition drops peer traffic
         self.faults = faults  # test-only, with fault_injection
@@ -129,7 +130,7 @@ class Node:
         self._applier = threading.Thread(target=self._apply_loop, name="applier", daemon=True)
         self._applier.start()
         self.replication = await self._loop.run_in_executor(
-            None, RaftProcess, self.config, self.node, self, self.fault_injection, self.faults)
+            None, RaftProcess, self.config, self.node, self, self.fault_injection, self.faults, self.join)
         self._group_commit = GroupCommit(self._loop, self.replication.propose, self._call_in_loop,
                                          max_bytes=min(GROUP_MAX_BYTES, self.config.raft.max_entry_bytes // 2))
 
@@ -145,7 +146,8 @@ class Node:
     async def _hand_over_leadership(self) -> None:
         """A leader that shuts down gracefully hands leadership to its most caught-up peer first,
         so writes pause for one message round instead of an election timeout."""
-        if self.replication.status().role != "leader" or not self.config.peers_of(self.node.id):
+        status = self.replication.status()
+        if status.role != "leader" or not [m for m in status.members if m["voter"] and m["id"] != self.node.id]:
             return
         try:
             new_leader = await self.transfer_leadership(None, SHUTDOWN_TRANSFER_TIMEOUT_S)
@@ -160,8 +162,9 @@ class Node:
         if status.role != "leader":
             leader = self.replication.node_id_of(status.leader)
             raise NotLeader(f"{self.node.id} is not the leader (the leader is {leader}); ask the leader")
-        if target_id is not None and target_id not in {n.id for n in self.config.peers_of(self.node.id)}:
-            raise TransferRefused(f"{target_id!r} is not another member of the cluster")
+        if target_id is not None and target_id not in {m["id"] for m in status.members
+                                                       if m["voter"] and m["id"] != self.node.id}:
+            raise TransferRefused(f"{target_id!r} is not another voting member of the cluster")
         future: asyncio.Future[int] = self._loop.create_future()
         self.replication.transfer_leadership(target_id, lambda err: self._call_in_loop(_settle, future, err))
         try:
@@ -178,6 +181,32 @@ class Node:
                 return self.replication.node_id_of(status.leader) or str(status.leader)
             await asyncio.sleep(_LEADER_POLL_S)  # polling Raft's status, not synchronisation
         raise NoQuorum(f"leadership did not move within {timeout_s:g}s; {self.node.id} may still lead")
+
+    async def change_membership(self, change: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Have the leader (this node) propose a membership change and wait until it commits;
+        return {"index", "members"}. Refused changes change nothing (membership.plan_change)."""
+        status = self.replication.status()
+        if status.role != "leader":
+            raise NotLeader(f"{self.node.id} is not the leader (the leader is "
+                            f"{self.replication.node_id_of(status.leader)}); ask the leader")
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self.replication.change_membership(change, lambda result: self._call_in_loop(_settle, future, result))
+        try:
+            result = await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise WriteOutcomeUnknown(f"the membership change did not commit within {timeout_s:g}s; it may still "
+                                      "commit: check `raftchroma status`") from None
+        outcome = result["outcome"]
+        if outcome == "committed":
+            return {"index": result["index"], "members": result["members"]}
+        if outcome == "not_leader":
+            raise NotLeader(f"{self.node.id} is not the leader; ask the leader")
+        if outcome == "refused":
+            raise MembershipChangeRefused(result["message"])
+        if result.get("reason") in DEFINITE_FAILURES:
+            raise NoQuorum(f"the membership change was not proposed (raft: {result['message']})")
+        raise WriteOutcomeUnknown(f"the membership change may or may not have committed (raft: {result['message']}); "
+                                  "check `raftchroma status`")
 
     # ------------------------------------------------------------ apply thread
 
@@ -642,6 +671,10 @@ class Node:
             "settings_fingerprint": self.config.settings_fingerprint,
             "settings_mismatches": self.replication.settings_mismatches(),
             "match_index": dict(raft.peer_match_index),
+            "members": list(raft.members),
+            "voter": raft.voter,
+            "member": raft.member,
+            "membership_index": raft.membership_index,
         }
 
 

@@ -176,10 +176,10 @@ def raft_main(fd: int) -> None:
     init = channel.recv()
     if init is None:
         os._exit(0)
-    config, node_id, fault_injection, faults, log_level, log_format = pickle.loads(init[1])  # our own parent's bytes
+    config, node_id, fault_injection, faults, log_level, log_format, join = pickle.loads(init[1])  # our parent's bytes
     logs.configure(log_level, node_id, log_format, process="raft")
     outbox = Outbox(channel, "raft-sender", lambda: os._exit(0))
-    replication = _start_replication(config, config.node(node_id), outbox, fault_injection, faults)
+    replication = _start_replication(config, config.node(node_id), outbox, fault_injection, faults, join)
     outbox.put("ready")
     start_thread(_publish_status, "raft-status", replication, outbox)
     _serve_parent(channel, replication, outbox)
@@ -192,11 +192,12 @@ def _stop_raft(reason: str) -> None:
 
 
 def _start_replication(config: ClusterConfig, node: NodeConfig, outbox: Outbox, fault_injection: bool,
-                       faults: FaultKnobs) -> Any:
+                       faults: FaultKnobs, join: bool) -> Any:
     from raftchroma.replication import Replication
     try:
         return Replication(config, node, lambda index, data: outbox.put("entry", index, data),
-                           fault_injection, _ChildSnapshots(outbox, Path(node.data_dir)), faults, on_fatal=_stop_raft)
+                           fault_injection, _ChildSnapshots(outbox, Path(node.data_dir)), faults, on_fatal=_stop_raft,
+                           join=join)
     except (JournalCorrupt, snapshot.SnapshotCorrupt) as exc:
         kind = "journal" if isinstance(exc, JournalCorrupt) else "snapshot"
         outbox.put("fatal", kind, str(exc))
@@ -236,6 +237,9 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
         elif kind == "transfer":
             token = message[1]
             replication.transfer_leadership(message[2], lambda err, token=token: outbox.put("transferred", token, err))
+        elif kind == "membership":
+            token = message[1]
+            replication.change_membership(message[2], lambda result, token=token: outbox.put("membership", token, result))
         elif kind == "snapshot_done":
             replication.snapshot_done(message[1], None if message[2] is None else Path(message[2]))
         elif kind == "force_snapshot":
@@ -266,14 +270,15 @@ class RaftProcess:
     """The node's Raft participant, running in a child process; the same surface as Replication."""
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, hooks: NodeHooks, fault_injection: bool = False,
-                 faults: FaultKnobs = FaultKnobs()) -> None:
+                 faults: FaultKnobs = FaultKnobs(), join: bool = False) -> None:
         self._hooks = hooks
         self._fault_injection = fault_injection
+        self._config_ids = {n.id: n.raft_address for n in config.nodes}
+        self._id_to_address = dict(self._config_ids)  # then the membership in force (see _dispatch "status")
         self._address_to_id = {n.raft_address: n.id for n in config.nodes}
-        self._id_to_address = {n.id: n.raft_address for n in config.nodes}
         self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
         self._callbacks: dict[int, Callable[[Any, int], None]] = {}
-        self._answer_callbacks: dict[int, Callable[[int | None], None]] = {}
+        self._answer_callbacks: dict[int, Callable[[Any], None]] = {}
         self._tokens = itertools.count(1)
         self._status: dict[str, Any] = {}
         self._status_at = time.monotonic()
@@ -287,7 +292,8 @@ class RaftProcess:
         child_sock.close()
         self._channel = Channel(parent_sock)
         self._outbox = Outbox(self._channel, "raft-proxy-sender", self._child_gone)
-        init = pickle.dumps((config, node.id, fault_injection, faults, logging.getLogger().level, logs.current_format()))
+        init = pickle.dumps((config, node.id, fault_injection, faults, logging.getLogger().level, logs.current_format(),
+                             join))
         self._outbox.put("init", init)
         self._reader = start_thread(self._read_loop, "raft-proxy-reader")
         self._wait_started()
@@ -314,7 +320,11 @@ class RaftProcess:
             self._hooks.enqueue_entry(message[1], message[2])
         elif kind == "status":
             self._status, self._status_at = message[1], time.monotonic()
-            self._raft = RaftStatus(**message[1]["raft"])
+            raft = RaftStatus(**message[1]["raft"])
+            if raft.members != self._raft.members:
+                self._id_to_address = {**self._config_ids, **{m["id"]: m["raft"] for m in raft.members}}
+                self._address_to_id = {address: node_id for node_id, address in self._id_to_address.items()}
+            self._raft = raft
         elif kind == "proposed":
             callback = self._callbacks.pop(message[1], None)
             if callback is not None:
@@ -323,10 +333,10 @@ class RaftProcess:
             transfer_callback = self._answer_callbacks.pop(message[1], None)
             if transfer_callback is not None:
                 transfer_callback(message[2])
-        elif kind == "read_index":
-            read_callback = self._answer_callbacks.pop(message[1], None)
-            if read_callback is not None:
-                read_callback(message[2])
+        elif kind in ("read_index", "membership"):
+            answer_callback = self._answer_callbacks.pop(message[1], None)
+            if answer_callback is not None:
+                answer_callback(message[2])
         elif kind == "snapshot":
             self._hooks.request_snapshot(Path(message[1]), message[2])
         elif kind == "install":
@@ -363,6 +373,12 @@ class RaftProcess:
         token = next(self._tokens)
         self._answer_callbacks[token] = callback
         self._outbox.put("read_index", token)
+
+    def change_membership(self, change: dict[str, Any], callback: Callable[[dict[str, Any]], None]) -> None:
+        """See replication._StateMachine.request_membership_change; `callback` on the reader thread."""
+        token = next(self._tokens)
+        self._answer_callbacks[token] = callback
+        self._outbox.put("membership", token, change)
 
     def snapshot_done(self, ok: bool, written: Path | None = None) -> None:
         self._outbox.put("snapshot_done", ok, None if written is None else str(written))

@@ -36,6 +36,7 @@ import base64
 import errno
 import functools
 import io
+import json
 import pickle
 import logging
 import random
@@ -56,9 +57,10 @@ from pysyncobj.node import TCPNode
 from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.transport import TCPTransport
 
-from raftchroma import read_index, snapshot, wire
+from raftchroma import membership, read_index, snapshot, wire
 from raftchroma.config import ClusterConfig, FaultKnobs, NodeConfig, RaftTuning
 from raftchroma.journal import DurableJournal
+from raftchroma.membership import Member, Membership, MembershipLog
 from raftchroma.result import is_machine_failure
 
 socket.inet_ntop = _inet_ntop  # undo PySyncObj's: psutil and anything else in this process use it
@@ -92,6 +94,10 @@ class RaftStatus:
     truncated_entries: int = 0  # entries deleted by those truncations
     truncated_applied_entries: int = 0  # of those, entries already applied here: must stay 0
     peer_match_index: dict[str, int] = field(default_factory=dict)  # leader only: peer id -> PySyncObj's match index
+    members: list[dict[str, Any]] = field(default_factory=list)  # the membership in force (membership.Member.to_json)
+    voter: bool = True  # this node votes (false: a non-voter, or not a member at all)
+    member: bool = True  # this node is in the membership in force (false: not yet added, or removed)
+    membership_index: int = 0  # the log index of the last membership entry (0: the bootstrap's or snapshot's)
 
 
 def _snapshot_chunk(message: Any) -> Any:
@@ -227,6 +233,11 @@ class RaftchromaTransport(TCPTransport):
     wire_secret = b""  # set per node: the cluster secret (raftchroma/wire.py)
     max_frame_bytes = 0  # set per node: the largest legal message plus overhead
     wire_refusals: Counter[str]  # per node: peer host -> connections dropped by the wire
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803 (PySyncObj's names)
+        super().__init__(syncObj, selfNode, otherNodes)
+        for node in syncObj._SyncObj__readonlyNodes:  # non-voters in force at start (see _StateMachine)
+            self.addNode(node)
 
     # The wire: raftchroma/wire.py's connection and server replace PySyncObj's pickling ones.
 
@@ -368,11 +379,19 @@ class _StateMachine(SyncObj):
 
     def __init__(self, self_address: str, peers: list[str], conf: SyncObjConf, on_entry: EntryHandler,
                  transport_class: type = TCPTransport, names: dict[str, str] | None = None,
-                 on_fatal: Callable[[str], None] | None = None) -> None:
+                 on_fatal: Callable[[str], None] | None = None, base_membership: Membership | None = None) -> None:
         # Set before SyncObj.__init__, which starts the tick thread that reads them.
         self._on_entry = on_entry
         self.on_fatal = on_fatal
         self._names = dict(names or {})
+        self._self_address = self_address
+        self.voter = self.member = True  # until the membership says otherwise (see _on_membership_change)
+        self.membership = MembershipLog(base_membership or Membership.of(
+            Member(a, a, a) for a in [self_address, *peers]), self._on_membership_change)
+        self._membership_requests: deque[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = deque()
+        self._membership_queued = False  # a change was handed to PySyncObj and is not yet in the log
+        if conf.journalFile:
+            _membership_logs[conf.journalFile] = self.membership  # _create_journal feeds it the journal
         self._leader_seen: tuple[str, int] | None = None  # (address, term) of the last leader seen
         self._leader_lost = False
         self.leader_changes = 0
@@ -389,13 +408,22 @@ class _StateMachine(SyncObj):
         follower) with Raft's TimeoutNow; `callback(FAIL_REASON)` on the tick thread (SUCCESS only
         means it was sent: PySyncObj refuses a target whose log is behind)."""
         self._transfers.append((target, callback))
-        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
-        if notifier is not None:
-            notifier.notify()
+        self._wake()
 
     def request_read_index(self, callback: read_index.ReadCallback) -> None:
         """Any thread: a read index for a linearizable read (read_index.py); wakes the tick thread."""
         self.reads.request(callback)
+        self._wake()
+
+    def request_membership_change(self, change: dict[str, Any], callback: Callable[[dict[str, Any]], None]) -> None:
+        """Any thread: propose `change` ({"op": add|promote|remove, "id", ...}) if this node leads and
+        membership.plan_change allows it. `callback(result)` on the tick thread, once: result has
+        "outcome" ("committed", "refused", "not_leader", or "failed" with PySyncObj's reason, which
+        may be indefinite), "message", and when committed "index" and "members"."""
+        self._membership_requests.append((change, callback))
+        self._wake()
+
+    def _wake(self) -> None:
         notifier = getattr(self, "_SyncObj__pipeNotifier", None)
         if notifier is not None:
             notifier.notify()
@@ -425,6 +453,10 @@ class _StateMachine(SyncObj):
         skipped, identically on every replica (the check reads only the entry)."""
         if command[:1] == _REGULAR_BYTE and command[1:2] != _PICKLE_START:
             return self._apply_raw(command[1:])
+        if command[:1] == _MEMBERSHIP_BYTE and command[1:2] != _PICKLE_START:
+            # Ours (membership.py): in force since it entered the log; applying it only moves the index.
+            self._apply_raw(b"")
+            return None
         if not _pickle_is_inert(command[1:]):
             log.error("raft: skipping a log entry of kind %d that would unpickle objects", command[0])
             self._apply_raw(b"")  # the node only moves its applied index
@@ -458,6 +490,8 @@ class _StateMachine(SyncObj):
     # ------------------------------------------------------------ the append rule
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        if isinstance(message, dict) and not self._may_take_part(node, message.get("type")):
+            return
         if isinstance(message, dict) and message.get("type") in read_index.MESSAGE_TYPES:
             self.reads.on_message(self._read_view, node, message)
             return
@@ -529,6 +563,9 @@ class _StateMachine(SyncObj):
         """Also crash, don't limp: PySyncObj's tick thread logs an exception and runs the same tick
         again, forever. Anything but a failing machine (disk full, I/O error: there the retry is
         right) goes to `on_fatal`, which the Raft process uses to stop."""
+        if not self.voter:  # a non-voter never campaigns: its election deadline never comes
+            self._SyncObj__raftElectionDeadline = max(  # type: ignore[has-type]
+                self._SyncObj__raftElectionDeadline, time.monotonic() + self.conf.raftMaxTimeout)  # type: ignore[has-type]
         try:
             super()._onTick(timeToWait)
         except Exception as exc:
@@ -540,6 +577,96 @@ class _StateMachine(SyncObj):
         while self._transfers:
             target, callback = self._transfers.popleft()
             self.transferLeadership(target, lambda _result, err, callback=callback: callback(err))
+        if self._membership_requests:  # one per tick: the next one sees this one queued
+            change, membership_callback = self._membership_requests.popleft()
+            self._propose_membership(change, membership_callback)
+
+    # ------------------------------------------------------------ membership (membership.py)
+
+    def _may_take_part(self, node: Any, kind: Any) -> bool:
+        """Votes are between voters only: a non-voter neither votes nor campaigns (nor takes a
+        TimeoutNow), and nobody counts a vote from, or grants one to, a node that is not a voter
+        in the membership it has in force."""
+        voters = self._SyncObj__otherNodes  # type: ignore[attr-defined]
+        if kind in ("request_vote", "timeout_now") and not self.voter:
+            return False
+        return not (kind in ("request_vote", "response_vote") and node not in voters)
+
+    def _on_membership_change(self, old: Membership, new: Membership) -> None:
+        """Put the membership in force into PySyncObj: voters are its `otherNodes` (elections,
+        quorums, commit), non-voters its `readonlyNodes` (which a leader replicates to and counts
+        for nothing); connections follow. Runs when an entry enters or leaves the log, a snapshot
+        is installed, and once in the constructor (before PySyncObj's transport exists)."""
+        me = self._self_address
+        voters = {TCPNode(m.raft) for m in new.voters if m.raft != me}
+        followers = {TCPNode(m.raft) for m in new.non_voters if m.raft != me}
+        others, readonly = self._SyncObj__otherNodes, self._SyncObj__readonlyNodes  # type: ignore[attr-defined]
+        before = others | readonly
+        others.clear()
+        others.update(voters)
+        readonly.clear()
+        readonly.update(followers)
+        mine = new.by_raft(me)
+        self.member, self.voter = mine is not None, mine is not None and mine.voter
+        self._names.update({m.raft: m.id for m in new.members})
+        self._membership_queued = False
+        if old != new:
+            log.info("raft membership now: %s (this node: %s)", ", ".join(
+                f"{m.id}{'' if m.voter else ' (non-voter)'}" for m in new.members),
+                "voter" if self.voter else "non-voter" if self.member else "not a member")
+        transport = self.__dict__.get("_SyncObj__transport")
+        if transport is not None:
+            self._connect_members(transport, voters | followers, before)
+
+    def _connect_members(self, transport: Any, after: set[Any], before: set[Any]) -> None:
+        next_index = self._SyncObj__raftNextIndex  # type: ignore[attr-defined]
+        match_index = self._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
+        last_index = self._SyncObj__raftLog[-1][1]  # type: ignore[attr-defined]
+        for node in after - before:
+            transport.addNode(node)
+            next_index[node], match_index[node] = last_index + 1, 0
+            self._SyncObj__lastResponseTime[node] = time.monotonic()  # type: ignore[attr-defined]
+        for node in before - after:
+            transport.dropNode(node)
+            next_index.pop(node, None)
+            match_index.pop(node, None)
+            self._SyncObj__connectedNodes.discard(node)  # type: ignore[attr-defined]
+
+    def _propose_membership(self, change: dict[str, Any], callback: Callable[[dict[str, Any]], None]) -> None:
+        if not self._isLeader():
+            leader = self._getLeader()
+            callback({"outcome": "not_leader", "leader": leader.address if leader is not None else None,
+                      "message": "this node is not the leader"})
+            return
+        try:
+            new = membership.plan_change(self.membership.current, change, self._leader_view())
+        except membership.MembershipRefused as exc:
+            callback({"outcome": "refused", "message": str(exc)})
+            return
+        self._membership_queued = True
+
+        def done(_result: Any, err: int) -> None:
+            self._membership_queued = False
+            if err == SUCCESS:
+                callback({"outcome": "committed", "index": self.membership.last_change_index,
+                          "members": new.to_json(), "message": ""})
+            else:
+                callback({"outcome": "failed", "reason": int(err), "message": FAIL_REASON_NAMES.get(err, str(err))})
+
+        self._applyCommand(membership.encode_entry(new, change)[1:], done, _COMMAND_MEMBERSHIP)
+
+    def _leader_view(self) -> membership.LeaderView:
+        current = self.membership.current
+        commit = int(self._SyncObj__raftCommitIndex)  # type: ignore[attr-defined]
+        match = self._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
+        connected = self._SyncObj__connectedNodes  # type: ignore[attr-defined]
+        by_address = {m.raft: m.id for m in current.members}
+        return membership.LeaderView(
+            self_id=by_address.get(self._self_address, self._self_address), commit_index=commit,
+            committed_in_term=self._read_view.committed_in_term(),
+            change_pending=self._membership_queued or self.membership.last_change_index > commit,
+            match_index={by_address[n.address]: int(i) for n, i in list(match.items()) if n.address in by_address},
+            connected=frozenset(by_address[n.address] for n in list(connected) if n.address in by_address))
 
     def _observe_leader(self) -> None:
         leader, term = self._getLeader(), self._getTerm()
@@ -569,6 +696,7 @@ class _StateMachine(SyncObj):
 JOURNAL_FILE_NAME = "raft.log"
 _TICK_THREAD_SNAPSHOT_WAIT_S = 120.0  # test-only knob: bounded, so a lost snapshot_done cannot hang a node
 _opened_journals: dict[str, DurableJournal] = {}
+_membership_logs: dict[str, MembershipLog] = {}  # journal file -> the MembershipLog that follows it
 
 
 class _ReadView:
@@ -603,6 +731,7 @@ class _ReadView:
 
 
 _COMMAND_REGULAR = 0  # PySyncObj's _COMMAND_TYPE values (the first byte of a log entry)
+_COMMAND_MEMBERSHIP = 2
 _REGULAR_BYTE = b"\x00"
 _MEMBERSHIP_BYTE = b"\x02"
 _PICKLE_START = b"\x80"  # every pickle of protocol 2 or later; our msgpack entries start with a map
@@ -634,6 +763,10 @@ def _create_journal(journal_file: str | None = None) -> object:
     journal = DurableJournal(journal_file)
     _align_journal_to_snapshot(journal, Path(journal_file).with_name(SNAPSHOT_FILE_NAME))
     _opened_journals[journal_file] = journal
+    membership_log = _membership_logs.pop(journal_file, None)
+    if membership_log is not None:
+        membership_log.load(journal[:])  # the membership in force before PySyncObj's transport exists
+        journal.observer = membership_log
     return journal
 
 
@@ -720,9 +853,9 @@ class Replication:
 
     def __init__(self, config: ClusterConfig, node: NodeConfig, on_entry: EntryHandler,
                  fault_injection: bool = False, snapshots: SnapshotHooks | None = None,
-                 faults: FaultKnobs = FaultKnobs(), on_fatal: Callable[[str], None] | None = None) -> None:
-        self._address_to_id = {n.raft_address: n.id for n in config.nodes}
-        self._id_to_address = {n.id: n.raft_address for n in config.nodes}
+                 faults: FaultKnobs = FaultKnobs(), on_fatal: Callable[[str], None] | None = None,
+                 join: bool = False) -> None:
+        self._config = config
         self._transport_class: type = type(
             "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,),
             {"snapshot_sends": Counter(), "settings_fingerprint": config.settings_fingerprint,
@@ -747,14 +880,31 @@ class Replication:
             log.warning("no cluster secret set: any local process that can reach %s can act as a cluster member "
                         "(allowed only because every Raft address is loopback)", node.raft_address)
         self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
+        base = bootstrap_membership(config, node, join)
         if self.snapshot_path.exists():
-            snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
+            header = snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
+            base = membership_of_snapshot(header["raft"], config)
         conf = build_conf(config, node, self._snapshot_conf() if snapshots is not None else None)
-        peers = [n.raft_address for n in config.peers_of(node.id)]
+        peers = [m.raft for m in base.voters if m.raft != node.raft_address]
         self._on_fatal = on_fatal
-        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class, self._address_to_id,
-                                   on_fatal)
+        self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class,
+                                   {m.raft: m.id for m in base.members}, on_fatal, base)
         self._journal = _opened_journals.pop(conf.journalFile)
+
+    @property
+    def _id_to_address(self) -> dict[str, str]:
+        """Member id -> Raft address: the membership in force, then cluster.toml for the rest."""
+        ids = {n.id: n.raft_address for n in self._config.nodes}
+        ids.update({m.id: m.raft for m in self._raft.membership.current.members})
+        return ids
+
+    @property
+    def _address_to_id(self) -> dict[str, str]:
+        return {address: node_id for node_id, address in self._id_to_address.items()}
+
+    def change_membership(self, change: dict[str, Any], callback: Callable[[dict[str, Any]], None]) -> None:
+        """See _StateMachine.request_membership_change."""
+        self._raft.request_membership_change(change, callback)
 
     # ---------------------------------------------------------- snapshots
 
@@ -770,7 +920,7 @@ class Replication:
             return
         self._set_snapshot_state(SERIALIZER_STATE.SERIALIZING)
         meta = {"index": last[1], "term": last[2], "last": _entry_to_json(last), "prev": _entry_to_json(prev),
-                "cluster": sorted(n.address for n in cluster)}
+                "cluster": self._raft.membership.at(last[1]).to_json()}
         final_path = Path(tmp_path[: -len(".tmp")] if tmp_path.endswith(".tmp") else tmp_path)
         self._snapshot_finished.clear()
         self._snapshots.request_snapshot(final_path, meta)
@@ -829,11 +979,13 @@ class Replication:
         restart then refuses a damaged snapshot file with exit code 3)."""
         try:
             meta = self._snapshots.install_snapshot(Path(path))
+            self._raft.membership.set_base(membership_of_snapshot(meta, self._config), int(meta["index"]))
         except Exception as exc:
             if self._on_fatal is not None:
                 self._on_fatal(f"the snapshot {path} could not be installed: {exc!r}")
             raise
-        return _entry_from_json(meta["last"]), _entry_from_json(meta["prev"]), {TCPNode(a) for a in meta["cluster"]}
+        # PySyncObj reads the third element only with dynamicMembershipChange (off: membership.py decides).
+        return _entry_from_json(meta["last"]), _entry_from_json(meta["prev"]), set()
 
     def force_snapshot(self) -> None:
         """Ask PySyncObj to compact at its next tick, whatever its entry-count threshold says."""
@@ -872,13 +1024,25 @@ class Replication:
             log_truncations=self._raft.log_truncations,
             truncated_entries=self._raft.truncated_entries,
             truncated_applied_entries=self._raft.truncated_applied_entries,
-            peer_match_index=self._match_indexes(raw) if role == "leader" else {},
+            peer_match_index=self._match_indexes() if role == "leader" else {},
+            members=self._raft.membership.current.to_json(),
+            voter=self._raft.voter,
+            member=self._raft.member,
+            membership_index=self._raft.membership.last_change_index,
         )
 
-    def _match_indexes(self, raw: dict[str, Any]) -> dict[str, int]:
-        """The leader's `__raftMatchIndex` per peer, as getStatus reports it (keyed by address)."""
-        return {node_id: int(raw.get("match_idx_server_" + address, 0))
-                for node_id, address in sorted(self._id_to_address.items()) if address != self._node.raft_address}
+    def _match_indexes(self) -> dict[str, int]:
+        """The leader's `__raftMatchIndex` for every other member, voters and non-voters."""
+        for _ in range(10):  # the tick thread changes the dict; retry the rare collision
+            try:
+                by_address = {n.address: int(i) for n, i in list(self._raft._SyncObj__raftMatchIndex.items())}
+                break
+            except RuntimeError:
+                continue
+        else:
+            by_address = {}
+        return {m.id: by_address.get(m.raft, 0) for m in self._raft.membership.current.members
+                if m.raft != self._node.raft_address}
 
     def journal_fsync_seconds(self) -> dict[str, Any]:
         """The journal's fsync durations, as `metrics.BucketCounts.state()`."""
@@ -953,7 +1117,41 @@ FAIL_REASON_NAMES = {
 }
 
 
-def restored_raft_meta(index: int, raft_addresses: Sequence[str]) -> dict[str, Any]:
+MEMBERSHIP_FILE_NAME = "membership.json"
+
+
+def bootstrap_membership(config: ClusterConfig, node: NodeConfig, join: bool = False) -> Membership:
+    """The membership before any membership entry: cluster.toml's nodes as of this node's first
+    start (persisted in `data_dir/membership.json`, so that later edits of cluster.toml change
+    nothing: from then on the log decides). A node started with `join` is not in it: it waits to be
+    added by a member (`raftchroma cluster add`) and neither votes nor campaigns until promoted."""
+    path = Path(node.data_dir) / MEMBERSHIP_FILE_NAME
+    if path.exists():
+        return Membership.from_json(json.loads(path.read_text()))
+    members = membership_of_config(config, without=node.id if join else None)
+    snapshot.write_json_atomically(path, members.to_json())
+    return members
+
+
+def membership_of_config(config: ClusterConfig, without: str | None = None) -> Membership:
+    """cluster.toml's nodes as members (`without`: all but that one)."""
+    return Membership.of(Member(n.id, n.raft_address, f"{n.http_host}:{n.http_port}", n.voter)
+                         for n in config.nodes if n.id != without)
+
+
+def membership_of_snapshot(raft_meta: dict[str, Any], config: ClusterConfig) -> Membership:
+    """The membership a snapshot recorded: members (this version), or bare Raft addresses (older
+    snapshots, and PySyncObj's: every one a voter, named from cluster.toml)."""
+    cluster = raft_meta.get("cluster") or []
+    if all(isinstance(item, dict) for item in cluster):
+        return Membership.from_json(cluster)
+    by_address = {n.raft_address: n for n in config.nodes}
+    return Membership.of(
+        Member(by_address[a].id, a, f"{by_address[a].http_host}:{by_address[a].http_port}") if a in by_address
+        else Member(a, a, a) for a in cluster)
+
+
+def restored_raft_meta(index: int, members: Membership) -> dict[str, Any]:
     """PySyncObj's bookkeeping for a snapshot that starts a NEW cluster at `index` (a restored
     backup): the two boundary entries are no-ops of term 0. PySyncObj computes its current term
     from the (empty) journal before it loads the snapshot, so keeping the source's terms would
@@ -961,7 +1159,7 @@ def restored_raft_meta(index: int, raft_addresses: Sequence[str]) -> dict[str, A
     above them, as Raft requires. The entries are never applied: the node starts applied at `index`."""
     no_op = bytes([_pysyncobj_core._COMMAND_TYPE.NO_OP])
     return {"index": index, "term": 0, "last": _entry_to_json((no_op, index, 0)),
-            "prev": _entry_to_json((no_op, index - 1, 0)), "cluster": sorted(raft_addresses)}
+            "prev": _entry_to_json((no_op, index - 1, 0)), "cluster": members.to_json()}
 
 
 def _entry_to_json(entry: tuple[bytes, int, int]) -> list[Any]:

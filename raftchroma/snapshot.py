@@ -206,6 +206,17 @@ class _Bounded:
         return data
 
 
+def write_json_atomically(path: Path, value: Any) -> None:
+    """`value` as JSON at `path`: temp file, fsync, rename, fsync of the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as out:
+        json.dump(value, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent, os.fsync)
+
+
 def _fsync_dir(directory: Path, fsync: Any) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -124,17 +124,7 @@ class Store:
         self._clean = True
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
-        with open(tmp, "w") as out:
-            json.dump(state, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self._state_path)
-        dir_fd = os.open(self._state_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        snapshot.write_json_atomically(self._state_path, state)
 
     def _open(self, wipe: bool) -> Any:
         if wipe and self._chroma_dir.exists():

@@ -134,6 +134,7 @@ class Cluster:
         return self.root / "cluster.toml"
 
     def write_config(self, cluster_keys: str = "", raft_keys: str = "") -> None:
+        self._config_keys = (cluster_keys, raft_keys)
         lines = ["[cluster]", 'read_consistency = "linearizable"', f"allow_reset = {str(self.allow_reset).lower()}",
                  'secret = "test-secret"', cluster_keys, "[raft]", raft_keys]
         for node in self.nodes.values():
@@ -143,16 +144,16 @@ class Cluster:
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, node_id: str, config_path: Path | None = None, cpus: set[int] | None = None,
-              env: dict[str, str] | None = None, by_env: bool = False) -> None:
+              env: dict[str, str] | None = None, by_env: bool = False, args: tuple[str, ...] = ()) -> None:
         """Start a node; `config_path` overrides the cluster's file, `cpus` limits the CPUs it may use,
         `env` adds environment variables; `by_env` names the file and node in RAFTCHROMA_CONFIG and
-        RAFTCHROMA_NODE instead of options."""
+        RAFTCHROMA_NODE instead of options; `args` are added to `serve`'s (e.g. `--join`)."""
         node = self.nodes[node_id]
         assert not node.alive(), f"{node_id} is already running"
         log = open(node.log_path, "ab")
         config = str(config_path or self.config_path)
         where = [] if by_env else ["--config", config, "--node", node_id]
-        cmd = [PYTHON, "-m", "raftchroma", "serve", *where, *self.serve_args]
+        cmd = [PYTHON, "-m", "raftchroma", "serve", *where, *self.serve_args, *args]
         env = dict(os.environ, ANONYMIZED_TELEMETRY="False", **self.env, **(env or {}))
         if by_env:
             env.update(RAFTCHROMA_CONFIG=config, RAFTCHROMA_NODE=node_id)
@@ -196,6 +197,17 @@ class Cluster:
 
     def node(self, node_id: str) -> NodeProcess:
         return self.nodes[node_id]
+
+    def new_node(self, node_id: str) -> NodeProcess:
+        """A node for a running cluster (free ports, its own data dir), written into cluster.toml.
+        The members keep the membership they started with (data_dir/membership.json); start it with
+        `args=("--join",)` and add it with `raftchroma cluster add`."""
+        http_port, raft_port = free_ports(2)
+        node = NodeProcess(node_id, http_port, raft_port, self.root / f"{node_id}.log",
+                           ssl_context=next(iter(self.nodes.values())).ssl_context)
+        self.nodes[node_id] = node
+        self.write_config(*self._config_keys)
+        return node
 
     def log_tail(self, lines: int = 40) -> str:
         out = []

@@ -491,6 +491,42 @@ async def transfer_leader(request: web.Request) -> web.Response:
     return json_response({"leader": new_leader})
 
 
+MEMBERSHIP_TIMEOUT_S = 10.0
+
+
+async def add_member(request: web.Request) -> web.Response:
+    """`{"id": "n4", "raft": "host:port", "http": "host:port"}`: the leader adds a non-voting member
+    (it replicates and serves reads, and is promoted once caught up). 409 NotLeader on any other node,
+    409 MembershipChangeRefused with the reason (membership.plan_change)."""
+    body = await json_of(request)
+    if not (isinstance(body, dict) and set(body) <= {"id", "raft", "http"}
+            and all(isinstance(body.get(k), str) for k in ("id", "raft", "http"))):
+        raise InvalidArgument('expected {"id": "<node id>", "raft": "<host:port>", "http": "<host:port>"}')
+    return await _change_membership(request, {"op": "add", **body})
+
+
+async def promote_member(request: web.Request) -> web.Response:
+    """Make a caught-up non-voter a voter; refused while it is behind or not connected."""
+    return await _change_membership(request, {"op": "promote", "id": request.match_info["member_id"]})
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    """Remove a member (voter or not). The leader cannot remove itself: transfer leadership first."""
+    return await _change_membership(request, {"op": "remove", "id": request.match_info["member_id"]})
+
+
+async def _change_membership(request: web.Request, change: dict[str, Any]) -> web.Response:
+    result = await node_of(request).change_membership(change, MEMBERSHIP_TIMEOUT_S)
+    return json_response(result)
+
+
+async def list_members(request: web.Request) -> web.Response:
+    """The membership in force on this node (the last membership entry in its log)."""
+    status = node_of(request).status()
+    return json_response({"members": status["members"], "leader": status["leader"],
+                         "membership_index": status["membership_index"]})
+
+
 async def test_partition(request: web.Request) -> web.Response:
     """TEST ONLY: `{"blocked": ["n2", ...]}` drops Raft traffic with those peers; `[]` heals;
     `"inbound_only": true` drops only what they send here. 404 unless run with `--fault-injection`."""
@@ -578,6 +614,10 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/raftchroma/digest", raft_digest)
     r.add_get("/raftchroma/backup", raft_backup)
     r.add_post("/raftchroma/transfer-leader", transfer_leader)
+    r.add_get("/raftchroma/members", list_members)
+    r.add_post("/raftchroma/members", add_member)
+    r.add_post("/raftchroma/members/{member_id}/promote", promote_member)
+    r.add_delete("/raftchroma/members/{member_id}", remove_member)
     r.add_post("/raftchroma/test/partition", test_partition)
     r.add_post("/raftchroma/test/faults", test_faults)
 

@@ -147,6 +147,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/raftchroma/digest"): _fixed(Need(Kind.CLUSTER)),  # digests of every collection
     ("GET", "/raftchroma/backup"): _CLUSTER_ADMIN,  # every tenant's data
     ("POST", "/raftchroma/transfer-leader"): _CLUSTER_ADMIN,
+    ("GET", "/raftchroma/members"): _fixed(OPEN),  # observation only, like status
+    ("POST", "/raftchroma/members"): _CLUSTER_ADMIN,
+    ("POST", "/raftchroma/members/{member_id}/promote"): _CLUSTER_ADMIN,
+    ("DELETE", "/raftchroma/members/{member_id}"): _CLUSTER_ADMIN,
     ("POST", "/raftchroma/test/partition"): _CLUSTER_ADMIN,
     ("POST", "/raftchroma/test/faults"): _CLUSTER_ADMIN,
 }
