@@ -208,17 +208,44 @@ def tls_options(command: Any) -> Any:
 
 
 def cluster_status(config: ClusterConfig, context: ssl.SSLContext | None = None) -> list[dict[str, Any]]:
+    """One row per node: cluster.toml's nodes, then members the reachable nodes know of that
+    cluster.toml does not list (added at runtime). `voting` says what the membership in force on the
+    leader (else on any reachable node) says of it: voter, non-voter or removed."""
+    scheme = "https" if config.tls is not None else "http"
+    urls = {node.id: node.http_url for node in config.nodes}
+    statuses = {node_id: fetch_status(url, context=context) for node_id, url in urls.items()}
+    for known in [s for s in statuses.values() if s]:
+        for member in known.get("members") or []:
+            if member["id"] not in urls:
+                urls[member["id"]] = f"{scheme}://{member['http']}"
+                statuses[member["id"]] = fetch_status(urls[member["id"]], context=context)
+    members = _membership_in_force(list(statuses.values()))
     rows = []
-    for node in config.nodes:
-        status = fetch_status(node.http_url, context=context)
-        row = {"id": node.id, "url": node.http_url, "reachable": status is not None}
+    for node_id, url in urls.items():
+        status = statuses[node_id]
+        row = {"id": node_id, "url": url, "reachable": status is not None, "voting": _voting(members, node_id)}
         row.update(status or {})
         rows.append(row)
     return rows
 
 
-STATUS_COLUMNS = ("id", "url", "reachable", "role", "term", "leader", "commit_index", "applied_index", "lag",
-                  "match_index", "snapshot_index", "log_len", "journal_bytes")
+def _membership_in_force(statuses: list[dict[str, Any] | None]) -> list[dict[str, Any]] | None:
+    answering = [s for s in statuses if s and s.get("members")]
+    if not answering:
+        return None
+    best = max(answering, key=lambda s: (s.get("role") == "leader", s.get("membership_index", 0), s.get("term", 0)))
+    return list(best["members"])
+
+
+def _voting(members: list[dict[str, Any]] | None, node_id: str) -> str | None:
+    if members is None:
+        return None
+    member = next((m for m in members if m["id"] == node_id), None)
+    return "removed" if member is None else "voter" if member["voter"] else "non-voter"
+
+
+STATUS_COLUMNS = ("id", "url", "reachable", "voting", "role", "term", "leader", "commit_index", "applied_index",
+                  "lag", "match_index", "snapshot_index", "log_len", "journal_bytes")
 
 
 def with_lag(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -611,33 +638,170 @@ def import_command(source: str, url: str, new_name: str | None, tenant: str, dat
 
 @main.group()
 def cluster() -> None:
-    """Change who leads the running cluster."""
+    """Change the running cluster's membership and who leads it (against any node: the leader is found)."""
+
+
+def _admin_options(command: Any) -> Any:
+    for option in reversed((
+        click.option("--config", "config_path", default="cluster.toml", show_default=True, envvar="RAFTCHROMA_CONFIG",
+                     show_envvar=True),
+        click.option("--token", envvar="RAFTCHROMA_TOKEN", default=None,
+                     help="A cluster admin's client token (env RAFTCHROMA_TOKEN); needed when the cluster has "
+                          "[[token]] tables."),
+    )):
+        command = option(command)
+    return tls_options(command)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message", ""))
+        self.code, self.body = code, body
+
+
+def _leader_row(config: ClusterConfig, context: ssl.SSLContext | None) -> dict[str, Any]:
+    leaders = [r for r in cluster_status(config, context) if r.get("role") == "leader"]
+    if len(leaders) != 1:
+        _fail("no node answers as the leader now; see `raftchroma status`", EXIT_FAILED)
+    return leaders[0]
+
+
+def _call(url: str, method: str, path: str, body: Any, token: str | None, context: ssl.SSLContext | None,
+          timeout_s: float = 30.0) -> dict[str, Any]:
+    """One admin request; _Refused for an HTTP error with a JSON body, exit on no answer."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, method=method, headers=headers, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        try:
+            raise _Refused(exc.code, json.loads(text)) from None
+        except ValueError:
+            raise _Refused(exc.code, {"error": "HTTPError", "message": text}) from None
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"{url} did not answer: {getattr(exc, 'reason', exc)}", EXIT_FAILED)
+        raise  # unreachable: _fail exits
+
+
+def _change_membership(config: ClusterConfig, context: ssl.SSLContext | None, token: str | None, method: str,
+                       path: str, body: Any = None) -> dict[str, Any]:
+    """Send a membership change to the leader (found again once if leadership moved meanwhile)."""
+    for attempt in range(2):
+        leader = _leader_row(config, context)
+        try:
+            return _call(leader["url"], method, path, body, token, context)
+        except _Refused as exc:
+            if exc.body.get("error") == "NotLeader" and attempt == 0:
+                continue
+            _fail(f"{leader['id']} refused: {exc.code} {exc.body.get('error')}: {exc.body.get('message')}", EXIT_FAILED)
+    raise AssertionError("unreachable")
+
+
+def _describe_members(members: list[dict[str, Any]]) -> str:
+    return ", ".join(m["id"] + ("" if m["voter"] else " (non-voter)") for m in members)
+
+
+@cluster.command(name="add")
+@click.argument("node_id")
+@click.option("--raft", "raft_address", required=True, help="The new node's advertised Raft address, host:port.")
+@click.option("--http", "http_address", required=True, help="The new node's advertised API address, host:port.")
+@click.option("--promote", is_flag=True, help="Then wait until it has caught up and make it a voter.")
+@click.option("--wait-s", default=600.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="With --promote: how long to wait for it to catch up.")
+@_admin_options
+def cluster_add(node_id: str, raft_address: str, http_address: str, promote: bool, wait_s: float, config_path: str,
+                token: str | None, cacert: str | None, cert: str | None, key: str | None) -> None:
+    """Add a node (started with `raftchroma serve --join`) as a non-voting member: it replicates the
+    log (a snapshot first when it is far behind) and serves reads, but does not vote until promoted."""
+    config = _load(config_path)
+    context = client_ssl(config, cacert, cert, key)
+    answer = _change_membership(config, context, token, "POST", "/raftchroma/members",
+                                {"id": node_id, "raft": raft_address, "http": http_address})
+    click.echo(f"added {node_id} as a non-voter at index {answer['index']}; members: {_describe_members(answer['members'])}")
+    if promote:
+        _promote_when_caught_up(config, context, token, node_id, wait_s)
+    else:
+        click.echo(f"promote it once it has caught up: raftchroma cluster promote {node_id}")
+
+
+@cluster.command(name="promote")
+@click.argument("node_id")
+@click.option("--wait-s", default=600.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="How long to wait for it to catch up (the leader refuses to promote a node that is behind).")
+@_admin_options
+def cluster_promote(node_id: str, wait_s: float, config_path: str, token: str | None, cacert: str | None,
+                    cert: str | None, key: str | None) -> None:
+    """Make a caught-up non-voter a voter."""
+    config = _load(config_path)
+    _promote_when_caught_up(config, client_ssl(config, cacert, cert, key), token, node_id, wait_s)
+
+
+PROMOTE_POLL_S = 0.5
+
+
+def _promote_when_caught_up(config: ClusterConfig, context: ssl.SSLContext | None, token: str | None, node_id: str,
+                            wait_s: float) -> None:
+    """Ask the leader to promote; while it answers that the node is behind (or not yet connected),
+    show how far it is and ask again, until `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        leader = _leader_row(config, context)
+        try:
+            answer = _call(leader["url"], "POST", f"/raftchroma/members/{node_id}/promote", {}, token, context)
+            break
+        except _Refused as exc:
+            message = str(exc.body.get("message", ""))
+            if not _worth_waiting(exc.body) or time.monotonic() >= deadline:
+                _fail(f"{leader['id']} refused: {exc.code} {exc.body.get('error')}: {message}", EXIT_FAILED)
+            click.echo(f"waiting: {message}", err=True)
+            time.sleep(PROMOTE_POLL_S)  # a CLI waiting on an operator's cluster, not synchronisation in a test
+    click.echo(f"promoted {node_id} at index {answer['index']}; members: {_describe_members(answer['members'])}")
+
+
+def _worth_waiting(body: dict[str, Any]) -> bool:
+    """A refusal that time may lift: the node is still catching up or connecting, the previous
+    change is committing, or leadership moved."""
+    message = str(body.get("message", ""))
+    return body.get("error") == "NotLeader" or any(
+        reason in message for reason in ("is behind", "not connected", "not yet committed", "retry in a moment"))
+
+
+@cluster.command(name="remove")
+@click.argument("node_id")
+@_admin_options
+def cluster_remove(node_id: str, config_path: str, token: str | None, cacert: str | None, cert: str | None,
+                   key: str | None) -> None:
+    """Remove a member (a dead one too). If it leads, leadership is handed to another voter first.
+    Stop the removed node's process afterwards: it is no longer sent anything."""
+    config = _load(config_path)
+    context = client_ssl(config, cacert, cert, key)
+    leader = _leader_row(config, context)
+    if leader["id"] == node_id:
+        try:
+            moved = _call(leader["url"], "POST", "/raftchroma/transfer-leader", {}, token, context)
+        except _Refused as exc:
+            _fail(f"{node_id} leads and did not hand over: {exc.code} {exc.body.get('message')}", EXIT_FAILED)
+        click.echo(f"leader: {node_id} -> {moved['leader']}")
+    answer = _change_membership(config, context, token, "DELETE", f"/raftchroma/members/{node_id}")
+    click.echo(f"removed {node_id} at index {answer['index']}; members: {_describe_members(answer['members'])}")
 
 
 @cluster.command(name="transfer-leader")
 @click.option("--to", "target", default=None, help="Node id to lead (default: the most caught-up follower).")
-@click.option("--config", "config_path", default="cluster.toml", show_default=True)
-@click.option("--token", envvar="RAFTCHROMA_TOKEN", default=None,
-              help="A cluster admin's client token (env RAFTCHROMA_TOKEN); needed when the cluster has [[token]] tables.")
-@tls_options
+@_admin_options
 def transfer_leader(target: str | None, config_path: str, token: str | None, cacert: str | None, cert: str | None,
                     key: str | None) -> None:
     """Hand leadership to another node (Raft's TimeoutNow), e.g. before stopping the leader's machine.
     The target must be connected and hold the leader's whole log."""
     config = _load(config_path)
     context = client_ssl(config, cacert, cert, key)
-    leaders = [r for r in cluster_status(config, context) if r.get("role") == "leader"]
-    if len(leaders) != 1:
-        _fail("no node answers as the leader now; see `raftchroma status`", EXIT_FAILED)
-    before = leaders[0]
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    request = urllib.request.Request(before["url"] + "/raftchroma/transfer-leader", method="POST", headers=headers,
-                                     data=json.dumps({"to": target} if target else {}).encode())
+    before = _leader_row(config, context)
     try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            answer = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        _fail(f"{before['id']} refused: {exc.code} {exc.read().decode(errors='replace')}", EXIT_FAILED)
-    except (urllib.error.URLError, OSError) as exc:
-        _fail(f"{before['id']} did not answer: {getattr(exc, 'reason', exc)}", EXIT_FAILED)
+        answer = _call(before["url"], "POST", "/raftchroma/transfer-leader", {"to": target} if target else {}, token,
+                       context)
+    except _Refused as exc:
+        _fail(f"{before['id']} refused: {exc.code} {json.dumps(exc.body)}", EXIT_FAILED)
     click.echo(f"leader: {before['id']} -> {answer['leader']}")

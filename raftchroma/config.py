@@ -52,6 +52,7 @@ class NodeConfig:
     raft_listen: str | None = None  # where the Raft port binds ("0.0.0.0:7000"); None: the advertised `raft`
     http_listen: str | None = None  # where the API binds; None: the advertised `http`
     voter: bool = True  # false: a non-voting read replica from the start (bootstrap only; see membership.py)
+    join: bool = False  # true: not in the bootstrap membership; joins a running cluster when added (`cluster add`)
 
     @property
     def raft_address(self) -> str:
@@ -418,15 +419,15 @@ def _parse_nodes(raw: Any, base_dir: Path, https: bool = False) -> tuple[NodeCon
     _reject_duplicates([(n.raft_host, n.raft_port) for n in nodes], "raft address")
     _reject_duplicates([(n.http_host, n.http_port) for n in nodes], "http address")
     _reject_duplicates([str(n.data_dir) for n in nodes], "data_dir")
-    if not any(n.voter for n in nodes):
-        raise ConfigError("at least one [[node]] must be a voter")
+    if not any(n.voter and not n.join for n in nodes):
+        raise ConfigError("at least one [[node]] must be a voter that does not join later (voter = true, join = false)")
     return nodes
 
 
 def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) -> NodeConfig:
     where = f"[[node]] #{position + 1}"
     table = _table(raw, where)
-    _reject_unknown(table, _NODE_KEYS | _NODE_OPTIONAL_KEYS | {"voter"}, where)
+    _reject_unknown(table, _NODE_KEYS | _NODE_OPTIONAL_KEYS | {"voter", "join"}, where)
     for key in sorted(_NODE_KEYS):
         if key not in table:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -440,7 +441,9 @@ def _parse_node(raw: Any, position: int, base_dir: Path, https: bool = False) ->
     if not data_dir.is_absolute():
         data_dir = base_dir / data_dir
     voter = _typed(table, "voter", bool, True, where)
-    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https, **listen, voter=voter)
+    join = _typed(table, "join", bool, False, where)
+    return NodeConfig(node_id, raft_host, raft_port, http_host, http_port, data_dir, https, **listen, voter=voter,
+                      join=join)
 
 
 def _listen(value: Any, where: str) -> str | None:

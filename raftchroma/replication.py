@@ -1123,8 +1123,9 @@ MEMBERSHIP_FILE_NAME = "membership.json"
 def bootstrap_membership(config: ClusterConfig, node: NodeConfig, join: bool = False) -> Membership:
     """The membership before any membership entry: cluster.toml's nodes as of this node's first
     start (persisted in `data_dir/membership.json`, so that later edits of cluster.toml change
-    nothing: from then on the log decides). A node started with `join` is not in it: it waits to be
-    added by a member (`raftchroma cluster add`) and neither votes nor campaigns until promoted."""
+    nothing: from then on the log decides). A node started with `join` (or marked `join = true`) is
+    not in it: it waits to be added by a member (`raftchroma cluster add`) and neither votes nor
+    campaigns until promoted."""
     path = Path(node.data_dir) / MEMBERSHIP_FILE_NAME
     if path.exists():
         return Membership.from_json(json.loads(path.read_text()))
@@ -1134,9 +1135,9 @@ def bootstrap_membership(config: ClusterConfig, node: NodeConfig, join: bool = F
 
 
 def membership_of_config(config: ClusterConfig, without: str | None = None) -> Membership:
-    """cluster.toml's nodes as members (`without`: all but that one)."""
+    """cluster.toml's nodes as members, but those marked `join` (`without`: nor that one)."""
     return Membership.of(Member(n.id, n.raft_address, f"{n.http_host}:{n.http_port}", n.voter)
-                         for n in config.nodes if n.id != without)
+                         for n in config.nodes if n.id != without and not n.join)
 
 
 def membership_of_snapshot(raft_meta: dict[str, Any], config: ClusterConfig) -> Membership:
