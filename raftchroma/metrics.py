@@ -78,6 +78,9 @@ class RaftSample:
     snapshot_bytes: int
     peer_match_index: dict[str, int] = field(default_factory=dict)  # leader only: node id -> match index
     journal_fsync: dict[str, Any] = field(default_factory=dict)  # BucketCounts.state() from the Raft child
+    is_voter: bool = True  # this node votes in the membership in force
+    voters: int = 0  # members that vote, in the membership in force here
+    non_voters: int = 0
 
 
 class _RaftCollector:
@@ -98,6 +101,12 @@ class _RaftCollector:
         yield _gauge("apply_backlog_entries", "Committed entries queued here and not applied yet.", s.apply_backlog)
         yield _gauge("proposals_pending", "Writes this node has proposed and awaits.", s.proposals_pending)
         yield _gauge("snapshot_size_bytes", "Size of this node's snapshot file.", s.snapshot_bytes)
+        yield _gauge("is_voter", "1 if this node votes in the membership in force here, else 0.", int(s.is_voter))
+        members = GaugeMetricFamily(PREFIX + "members", "Members in the membership in force here, by kind.",
+                                    labels=["kind"])
+        members.add_metric(["voter"], s.voters)
+        members.add_metric(["non_voter"], s.non_voters)
+        yield members
         match = GaugeMetricFamily(PREFIX + "peer_match_index", "Leader only: highest log index known replicated "
                                   "on each peer.", labels=["peer"])
         lag = GaugeMetricFamily(PREFIX + "peer_lag_entries", "Leader only: commit index minus the peer's match "

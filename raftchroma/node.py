@@ -606,7 +606,8 @@ class Node:
             term=raft.term, commit_index=raft.commit_index, applied_index=self.applied_index,
             apply_backlog=self._apply_queue.qsize(), proposals_pending=len(self._waiters),
             snapshot_bytes=_size(self.replication.snapshot_path), peer_match_index=dict(raft.peer_match_index),
-            journal_fsync=self.replication.journal_fsync_seconds())
+            journal_fsync=self.replication.journal_fsync_seconds(), is_voter=raft.voter,
+            voters=sum(1 for m in raft.members if m["voter"]), non_voters=sum(1 for m in raft.members if not m["voter"]))
 
     def readiness(self) -> str | None:
         """Why this node should not take client traffic now (None: ready). Ready means: started,
@@ -615,6 +616,8 @@ class Node:
         if self.replication is None or self.store is None:
             return "starting"
         raft = self.replication.status()
+        if not raft.member:
+            return "not a member of the cluster (not yet added with `raftchroma cluster add`, or removed)"
         if raft.leader is None:
             return f"no leader known (role {raft.role}, term {raft.term})"
         if not _leader_usable(raft):

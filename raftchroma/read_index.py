@@ -130,7 +130,8 @@ class ReadIndex:
         if current is not None:
             if current.term != raft.term():
                 self._fail_round(raft)
-            elif len(current.acks) + 1 > (len(raft.members()) + 1) // 2:
+            elif len(current.acks & set(voters := raft.members())) + 1 > (len(voters) + 1) // 2:
+                # only voters in force now count: the membership may have changed during the round
                 self._finish(raft, current, current.commit_index)
             elif self._clock() - current.started_s > self._round_timeout_s:
                 self._fail_round(raft)

@@ -94,7 +94,7 @@ def test_up_prints_urls_and_leader_restarts_a_killed_node_then_ctrl_c_stops_ever
             capture_output=True, text=True, timeout=60).stdout)} - {None}) == 1
         table = subprocess.run([sys.executable, "-m", "raftchroma", "status", "--config", str(cluster.config_path)],
                                capture_output=True, text=True, timeout=60).stdout.splitlines()
-        assert table[0].split() == ["id", "url", "reachable", "role", "term", "leader", "commit_index",
+        assert table[0].split() == ["id", "url", "reachable", "voting", "role", "term", "leader", "commit_index",
                                     "applied_index", "lag", "match_index", "snapshot_index", "log_len",
                                     "journal_bytes"]
         os.killpg(up.pid, signal.SIGINT)
