@@ -616,6 +616,8 @@ class Node:
         if self.replication is None or self.store is None:
             return "starting"
         raft = self.replication.status()
+        if raft.role == "unknown":
+            return "starting (no Raft status yet)"
         if not raft.member:
             return "not a member of the cluster (not yet added with `raftchroma cluster add`, or removed)"
         if raft.leader is None:

@@ -53,7 +53,7 @@ STOP_TIMEOUT_S = 15.0
 _FRAME = struct.Struct("<I")
 
 
-UNKNOWN_STATUS = RaftStatus("unknown", 0, None, 0, 0, 0, False, False)
+UNKNOWN_STATUS = RaftStatus("unknown", 0, None, 0, 0, 0, False, False, voter=False, member=False)
 
 
 # ------------------------------------------------------------------ the channel
