@@ -490,7 +490,7 @@ class _StateMachine(SyncObj):
     # ------------------------------------------------------------ the append rule
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (PySyncObj's name)
-        if isinstance(message, dict) and not self._may_take_part(node, message.get("type")):
+        if isinstance(message, dict) and not self._may_take_part(node, message):
             return
         if isinstance(message, dict) and message.get("type") in read_index.MESSAGE_TYPES:
             self.reads.on_message(self._read_view, node, message)
@@ -583,12 +583,17 @@ class _StateMachine(SyncObj):
 
     # ------------------------------------------------------------ membership (membership.py)
 
-    def _may_take_part(self, node: Any, kind: Any) -> bool:
+    def _may_take_part(self, node: Any, message: dict[str, Any]) -> bool:
         """Votes are between voters only: a non-voter neither votes nor campaigns (nor takes a
         TimeoutNow), and nobody counts a vote from, or grants one to, a node that is not a voter
-        in the membership it has in force."""
+        in the membership it has in force. A forwarded proposal must be a regular entry."""
+        kind = message.get("type")
         voters = self._SyncObj__otherNodes  # type: ignore[attr-defined]
         if kind in ("request_vote", "timeout_now") and not self.voter:
+            return False
+        if kind == "apply_command" and not _forwardable(message):
+            log.error("raft: dropping a forwarded proposal from %s that is not a regular entry", self._describe(
+                getattr(node, "address", None)))
             return False
         return not (kind in ("request_vote", "response_vote") and node not in voters)
 
@@ -735,6 +740,14 @@ _COMMAND_MEMBERSHIP = 2
 _REGULAR_BYTE = b"\x00"
 _MEMBERSHIP_BYTE = b"\x02"
 _PICKLE_START = b"\x80"  # every pickle of protocol 2 or later; our msgpack entries start with a map
+
+
+def _forwardable(message: dict[str, Any]) -> bool:
+    """A follower's forwarded proposal is one of ours: a REGULAR command. Any other kind, a
+    membership change above all, is only proposed by the leader itself after
+    membership.plan_change, and PySyncObj would append whatever a peer forwards."""
+    command = message.get("command")
+    return isinstance(command, bytes) and command[:1] == _REGULAR_BYTE
 
 
 class _InertUnpickler(pickle.Unpickler):

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from raftchroma import wire
+from raftchroma import membership, wire
 from raftchroma.config import load_config
-from raftchroma.replication import SETTINGS_HELLO, _pickle_is_inert
+from raftchroma.replication import SETTINGS_HELLO, _forwardable, _pickle_is_inert
 from tests.harness import Cluster, wait_for
 from tests.raft_peer import WirePeer, closed_by_node
 
@@ -92,6 +92,16 @@ def test_a_member_cannot_smuggle_a_pickle_through_a_chunked_entry(cluster: Clust
         peer.close()
     assert not marker.exists()
     assert_cluster_unmoved(cluster, term, leader)
+
+
+def test_a_leader_appends_only_regular_entries_that_a_peer_forwards() -> None:
+    """A membership change is proposed by the leader itself after membership.plan_change; a
+    forwarded one (PySyncObj would append it as it is) is dropped, as are PySyncObj's other kinds."""
+    assert _forwardable({"type": "apply_command", "command": b"\x00" + b"\x81\xa1v\x03"})
+    assert not _forwardable({"type": "apply_command", "command": membership.encode_entry(
+        membership.Membership.of([membership.Member("n9", "h:1", "h:2")]), {"op": "add", "id": "n9"})})
+    assert not _forwardable({"type": "apply_command", "command": b"\x01" + pickle.dumps(7)})
+    assert not _forwardable({"type": "apply_command", "command": "\x00text"})
 
 
 def test_log_entries_are_only_unpickled_when_they_hold_plain_data() -> None:
