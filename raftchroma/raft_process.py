@@ -53,6 +53,8 @@ STOP_TIMEOUT_S = 15.0
 _FRAME = struct.Struct("<I")
 
 
+# Before the child's first status (it is published after "ready"): claims nothing, in particular
+# not that this node is a voting member (a node started with --join is not a member at all).
 UNKNOWN_STATUS = RaftStatus("unknown", 0, None, 0, 0, 0, False, False, voter=False, member=False)
 
 

@@ -99,6 +99,7 @@ class NodeProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     ssl_context: ssl.SSLContext | None = None  # set: the node serves https ([tls]), verified with this
+    voter: bool = True  # false: written as `voter = false` (a non-voting read replica from its first start)
 
     @property
     def url(self) -> str:
@@ -140,6 +141,8 @@ class Cluster:
         for node in self.nodes.values():
             lines += ["[[node]]", f'id = "{node.node_id}"', f'raft = "127.0.0.1:{node.raft_port}"',
                       f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']
+            if not node.voter:
+                lines.append("voter = false")
         lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
@@ -224,16 +227,18 @@ DEFAULT_CLUSTER_KEYS = "write_timeout_s = 30.0\nread_timeout_s = 30.0"
 
 def make_cluster(root: Path, size: int = 3, cluster_keys: str = DEFAULT_CLUSTER_KEYS, raft_keys: str = "",
                  serve_args: tuple[str, ...] = (), allow_reset: bool = True, extra_toml: str = "",
-                 client_ssl: ssl.SSLContext | None = None, env: dict[str, str] | None = None) -> Cluster:
+                 client_ssl: ssl.SSLContext | None = None, env: dict[str, str] | None = None,
+                 non_voters: tuple[str, ...] = ()) -> Cluster:
     """`extra_toml`: tables appended to cluster.toml ([[token]], [tls], [http]); `client_ssl`: the
     nodes serve https (`extra_toml` has [tls]) and the harness reaches them with this context;
-    `env`: added to every node's environment."""
+    `env`: added to every node's environment; `non_voters`: node ids bootstrapped as non-voting
+    read replicas (`voter = false`)."""
     ports = free_ports(size * 2)
     nodes = {}
     for i in range(size):
         node_id = f"n{i + 1}"
         nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log",
-                                     ssl_context=client_ssl)
+                                     ssl_context=client_ssl, voter=node_id not in non_voters)
     cluster = Cluster(root, nodes, extra_config=extra_toml, serve_args=serve_args, allow_reset=allow_reset,
                       env=dict(env or {}))
     cluster.write_config(cluster_keys, raft_keys)
