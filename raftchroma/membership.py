@@ -230,8 +230,10 @@ class MembershipLog:
     membership entry in the log, else `base` (the snapshot's, else the bootstrap). `on_change(old,
     new)` runs whenever that changes. Single-threaded: PySyncObj's tick thread (and its constructor)."""
 
-    def __init__(self, base: Membership, on_change: Callable[[Membership, Membership], None] | None = None) -> None:
+    def __init__(self, base: Membership, on_change: Callable[[Membership, Membership], None] | None = None,
+                 base_index: int = 0) -> None:
         self.base = base
+        self.base_index = base_index  # the index of the entry that put `base` in force (0: the bootstrap)
         self._configs: list[tuple[int, Membership]] = []  # (index, membership) of membership entries in the log
         self.on_change = on_change
 
@@ -241,8 +243,17 @@ class MembershipLog:
 
     @property
     def last_change_index(self) -> int:
-        """The index of the last membership entry in the log (0: none)."""
-        return self._configs[-1][0] if self._configs else 0
+        """The index of the membership entry in force (0: the bootstrap's)."""
+        return self._configs[-1][0] if self._configs else self.base_index
+
+    def change_index_at(self, index: int) -> int:
+        """The index of the membership entry in force at `index` (0: the bootstrap's)."""
+        found = self.base_index
+        for config_index, _ in self._configs:
+            if config_index > index:
+                break
+            found = config_index
+        return found
 
     def at(self, index: int) -> Membership:
         """The membership in force once the log up to `index` is applied."""
@@ -278,17 +289,18 @@ class MembershipLog:
         """Entries below `first_kept_index` left the log: their last membership becomes the base."""
         older = [c for c in self._configs if c[0] < first_kept_index]
         if older:
-            self.base = older[-1][1]
+            self.base_index, self.base = older[-1]
             self._configs = self._configs[len(older):]
 
     def on_clear(self) -> None:
         with self._reporting():
             self._configs = []
 
-    def set_base(self, membership: Membership, index: int) -> None:
-        """A snapshot at `index` was installed or loaded: `membership` was in force there."""
+    def set_base(self, membership: Membership, index: int, change_index: int = 0) -> None:
+        """A snapshot at `index` was installed or loaded: `membership` was in force there, put in
+        force by the entry at `change_index` (0: the bootstrap's)."""
         with self._reporting():
-            self.base = membership
+            self.base, self.base_index = membership, change_index
             self._configs = [c for c in self._configs if c[0] > index]
 
     def _reporting(self) -> "_Report":

@@ -198,6 +198,7 @@ class Node:
                                       "commit: check `raftchroma status`") from None
         outcome = result["outcome"]
         if outcome == "committed":
+            await self._status_shows_membership(result["index"], timeout_s)
             return {"index": result["index"], "members": result["members"]}
         if outcome == "not_leader":
             raise NotLeader(f"{self.node.id} is not the leader; ask the leader")
@@ -207,6 +208,13 @@ class Node:
             raise NoQuorum(f"the membership change was not proposed (raft: {result['message']})")
         raise WriteOutcomeUnknown(f"the membership change may or may not have committed (raft: {result['message']}); "
                                   "check `raftchroma status`")
+
+    async def _status_shows_membership(self, index: int, timeout_s: float) -> None:
+        """Wait (bounded) until this node's published Raft status shows the membership entry at
+        `index`, so that /raftchroma/members and status read after the answer show the change."""
+        deadline = time.monotonic() + timeout_s
+        while self.replication.status().membership_index < index and time.monotonic() < deadline:
+            await asyncio.sleep(_LEADER_POLL_S)  # the Raft process publishes its status every 20 ms
 
     # ------------------------------------------------------------ apply thread
 

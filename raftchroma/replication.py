@@ -379,7 +379,8 @@ class _StateMachine(SyncObj):
 
     def __init__(self, self_address: str, peers: list[str], conf: SyncObjConf, on_entry: EntryHandler,
                  transport_class: type = TCPTransport, names: dict[str, str] | None = None,
-                 on_fatal: Callable[[str], None] | None = None, base_membership: Membership | None = None) -> None:
+                 on_fatal: Callable[[str], None] | None = None, base_membership: Membership | None = None,
+                 base_index: int = 0) -> None:
         # Set before SyncObj.__init__, which starts the tick thread that reads them.
         self._on_entry = on_entry
         self.on_fatal = on_fatal
@@ -387,7 +388,7 @@ class _StateMachine(SyncObj):
         self._self_address = self_address
         self.voter = self.member = True  # until the membership says otherwise (see _on_membership_change)
         self.membership = MembershipLog(base_membership or Membership.of(
-            Member(a, a, a) for a in [self_address, *peers]), self._on_membership_change)
+            Member(a, a, a) for a in [self_address, *peers]), self._on_membership_change, base_index)
         self._membership_requests: deque[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = deque()
         self._membership_queued = False  # a change was handed to PySyncObj and is not yet in the log
         if conf.journalFile:
@@ -893,15 +894,15 @@ class Replication:
             log.warning("no cluster secret set: any local process that can reach %s can act as a cluster member "
                         "(allowed only because every Raft address is loopback)", node.raft_address)
         self.snapshot_path = Path(node.data_dir) / SNAPSHOT_FILE_NAME
-        base = bootstrap_membership(config, node, join)
+        base, base_index = bootstrap_membership(config, node, join), 0
         if self.snapshot_path.exists():
             header = snapshot.read_header(self.snapshot_path, verify=True)  # refuse to start on a damaged one
-            base = membership_of_snapshot(header["raft"], config)
+            base, base_index = membership_of_snapshot(header["raft"], config), int(header["raft"].get("membership_index", 0))
         conf = build_conf(config, node, self._snapshot_conf() if snapshots is not None else None)
         peers = [m.raft for m in base.voters if m.raft != node.raft_address]
         self._on_fatal = on_fatal
         self._raft = _StateMachine(node.raft_address, peers, conf, on_entry, self._transport_class,
-                                   {m.raft: m.id for m in base.members}, on_fatal, base)
+                                   {m.raft: m.id for m in base.members}, on_fatal, base, base_index)
         self._journal = _opened_journals.pop(conf.journalFile)
 
     @property
@@ -933,7 +934,8 @@ class Replication:
             return
         self._set_snapshot_state(SERIALIZER_STATE.SERIALIZING)
         meta = {"index": last[1], "term": last[2], "last": _entry_to_json(last), "prev": _entry_to_json(prev),
-                "cluster": self._raft.membership.at(last[1]).to_json()}
+                "cluster": self._raft.membership.at(last[1]).to_json(),
+                "membership_index": self._raft.membership.change_index_at(last[1])}
         final_path = Path(tmp_path[: -len(".tmp")] if tmp_path.endswith(".tmp") else tmp_path)
         self._snapshot_finished.clear()
         self._snapshots.request_snapshot(final_path, meta)
@@ -992,7 +994,8 @@ class Replication:
         restart then refuses a damaged snapshot file with exit code 3)."""
         try:
             meta = self._snapshots.install_snapshot(Path(path))
-            self._raft.membership.set_base(membership_of_snapshot(meta, self._config), int(meta["index"]))
+            self._raft.membership.set_base(membership_of_snapshot(meta, self._config), int(meta["index"]),
+                                           int(meta.get("membership_index", 0)))
         except Exception as exc:
             if self._on_fatal is not None:
                 self._on_fatal(f"the snapshot {path} could not be installed: {exc!r}")

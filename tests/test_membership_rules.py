@@ -235,8 +235,8 @@ def test_on_compact_moves_the_base_without_changing_what_is_in_force() -> None:
     log.load([config(FOUR, 2), regular(3), config(FOUR_VOTERS, 4)])
     log.on_compact(3)
     assert (log.base, log.current, log.last_change_index, len(seen.changes)) == (FOUR, FOUR_VOTERS, 4, 1)
-    log.on_truncate(4)  # the compacted-out entry's membership is now the base
-    assert (log.current, log.last_change_index) == (FOUR, 0)
+    log.on_truncate(4)  # the compacted-out entry's membership is now the base, with its index
+    assert (log.current, log.last_change_index, log.base_index) == (FOUR, 2, 2)
     log.on_compact(2)  # nothing below 2 is left to move
     assert log.base == FOUR
 
@@ -245,8 +245,8 @@ def test_set_base_from_a_snapshot_keeps_only_later_entries() -> None:
     seen = Recorder()
     log = MembershipLog(THREE, seen)
     log.load([config(FOUR, 2), config(FOUR_VOTERS, 6)])
-    log.set_base(FOUR, 5)
-    assert (log.base, log.current, log.last_change_index) == (FOUR, FOUR_VOTERS, 6)
+    log.set_base(FOUR, 5, change_index=2)
+    assert (log.base, log.current, log.last_change_index, log.change_index_at(5)) == (FOUR, FOUR_VOTERS, 6, 2)
     log.set_base(THREE, 7)
     assert (log.base, log.current, log.last_change_index, seen.changes[-1]) == (THREE, THREE, 0, (FOUR_VOTERS, THREE))
 
