@@ -139,10 +139,11 @@ class MembershipNemesis:
         """One scheduled change (`fault.mode` add, remove or replace; `fault.targets`)."""
         targets = list(fault.targets)
         label = ",".join(targets)
-        with self.recorder.nemesis_op("membership-start", label, {"action": fault.mode, "targets": targets,
+        with self.recorder.nemesis_op("membership-start", label, {"action": fault.mode, "mode": fault.mode,
+                                                                   "targets": targets,
                                                                    "members": list(self.cluster.members)}):
             pass
-        result: dict[str, Any] = {"action": fault.mode, "targets": targets}
+        result: dict[str, Any] = {"action": fault.mode, "mode": fault.mode, "targets": targets}
         try:
             skipped = self._precondition(fault.mode, targets)
             if skipped:
@@ -266,13 +267,15 @@ class MembershipNemesis:
         return "ok"
 
     def _catch_up(self, new: str, obs: dict[str, Any]) -> OpType:
-        """Until the new node has applied the leader's commit index as it was when this began."""
-        leader = self.cluster.leader()
-        leader_status = self.cluster.status(leader) if leader else None
+        """Until the new node has applied the leader's commit index as it was when this began (a
+        node just added may not know the leader yet, so the leader is waited for too)."""
+        started_s = time.monotonic()
+        found = self._committed(started_s + CATCH_UP_TIMEOUT_S)
+        leader_status = self.cluster.status(found[0]) if found else None
         if leader_status is None:
-            obs["errors"] = ["no leader"]
+            obs["errors"] = [f"no leader within {CATCH_UP_TIMEOUT_S:g}s"]
             return "fail"
-        target, started_s = int(leader_status["commit_index"]), time.monotonic()
+        target = int(leader_status["commit_index"])
         obs["target_index"] = target
         while True:
             status = self.cluster.status(new)

@@ -86,8 +86,14 @@ class FakeCluster:
         self.current_leader = leader
         self.calls: list[tuple[str, ...]] = []
         self.refuse: dict[str, int] = {}  # op -> how many times to refuse it first
+        self.leaderless_after_add = False  # leader() calls 2-4 after an add answer None
+        self._calls_since_add = 0
 
     def leader(self) -> str | None:
+        if self.leaderless_after_add and any(not voter for voter in self.raft.values()):
+            self._calls_since_add += 1
+            if 2 <= self._calls_since_add <= 4:
+                return None  # the node just added does not know the leader yet (the 1st call confirms the add)
         return self.current_leader
 
     def status(self, node_id: str) -> dict[str, Any] | None:
@@ -152,7 +158,8 @@ class FakeCluster:
 
 def _nemesis(cluster: FakeCluster) -> tuple[MembershipNemesis, Recorder]:
     recorder = Recorder()
-    return MembershipNemesis(cluster, recorder, base_voters=3, retry_interval_s=0.001), recorder  # type: ignore[arg-type]
+    nemesis = MembershipNemesis(cluster, recorder, base_voters=3, retry_interval_s=0.001)  # type: ignore[arg-type]
+    return nemesis, recorder
 
 
 def _steps(recorder: Recorder) -> list[tuple[str, str, str]]:
@@ -184,6 +191,14 @@ def test_a_refused_change_is_retried_until_it_commits() -> None:
     add = next(op for op in recorder.ops() if op.f == "add-member" and op.type == "ok")
     assert add.value["attempts"] == 3 and len(add.value["errors"]) == 2
     assert cluster.raft["n4"] is True
+
+
+def test_catch_up_waits_for_a_leader_the_new_node_agrees_on() -> None:
+    cluster = FakeCluster(NODES)
+    cluster.leaderless_after_add = True
+    nemesis, recorder = _nemesis(cluster)
+    nemesis.change(Fault("membership", "add", ("n4",), 0.0, 1.0))
+    assert ("catch-up", "n4", "ok") in _steps(recorder) and cluster.raft["n4"] is True
 
 
 def test_removing_the_leader_transfers_leadership_first_then_stops_it() -> None:
