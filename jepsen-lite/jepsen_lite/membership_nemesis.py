@@ -16,6 +16,8 @@ invocation and an `ok` (done), `fail` (certainly not done) or `info` (unknown) c
 - `remove` (targets (victim,)): `transfer-leader` first if the victim leads, `remove-member`,
   then `stop-node` (SIGTERM).
 - `replace` (targets (victim, new)): `kill-node` (SIGKILL), `remove-member`, then `add` of new.
+- `remove-leader`, `replace-leader`: first `transfer-leader` to the victim (so that the leader is
+  removed, after handing over again, or killed), then as above.
 A change asked of the leader is retried (not leader, refused while another change commits,
 no quorum yet) until it holds or its deadline passes; whether it holds is read from the leader's
 status, and only once committed (its commit index at or past its membership index). A step that
@@ -144,12 +146,16 @@ class MembershipNemesis:
                                                                    "members": list(self.cluster.members)}):
             pass
         result: dict[str, Any] = {"action": fault.mode, "mode": fault.mode, "targets": targets}
+        action, _, leader_first = str(fault.mode).partition("-")
         try:
-            skipped = self._precondition(fault.mode, targets)
+            skipped = self._precondition(action, targets)
             if skipped:
                 result["skipped"] = skipped
             else:
-                result["completed"] = getattr(self, f"_{fault.mode}")(*targets)
+                if leader_first:
+                    self._step("transfer-leader", targets[0], {"to": targets[0]},
+                               lambda obs: self._transfer_to(targets[0], obs))
+                result["completed"] = getattr(self, f"_{action}")(*targets)
         finally:
             result["members"] = list(self.cluster.members)
             with self.recorder.nemesis_op("membership-stop", label, result):
@@ -257,9 +263,13 @@ class MembershipNemesis:
                 continue
             status, body = self.cluster.change_membership(found[0], op, node)
             attempts += 1
-            if status == 200:
-                obs["index"] = body.get("index") if isinstance(body, dict) else None
-                continue  # confirmed by the next read of the committed membership
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("members"), list):
+                # 200 means committed (the leader waited for it). Its status may not show it yet:
+                # it is a snapshot the Raft process sends now and then.
+                obs.update(attempts=attempts, leader=found[0], index=body.get("index"), confirmed_by="reply",
+                           voters=_ids(body["members"], voters_only=True), members=_ids(body["members"]))
+                if want(body["members"], node):
+                    break
             errors.append(_short(status, body))
             indefinite = indefinite or _indefinite(status)
             time.sleep(self.retry_interval_s)
@@ -301,6 +311,24 @@ class MembershipNemesis:
                 return "fail"
             if leader == victim:
                 status, body = self.cluster.transfer_leader(victim)
+                if status != 200:
+                    errors.append(_short(status, body))
+            time.sleep(self.retry_interval_s)
+
+    def _transfer_to(self, victim: str, obs: dict[str, Any]) -> OpType:
+        """Asks the leader to hand leadership to the victim until the victim leads."""
+        deadline_s, errors = time.monotonic() + TRANSFER_TIMEOUT_S, []
+        while True:
+            leader = self.cluster.leader()
+            if leader == victim:
+                obs.update(errors=errors[-ERRORS_KEPT:])
+                return "ok"
+            if time.monotonic() >= deadline_s:
+                obs["errors"] = errors[-ERRORS_KEPT:] or [f"{victim} did not become the leader in time"]
+                return "fail"
+            if leader is not None:
+                obs["from"] = leader
+                status, body = self.cluster.transfer_leader(leader, to=victim)
                 if status != 200:
                     errors.append(_short(status, body))
             time.sleep(self.retry_interval_s)

@@ -90,14 +90,18 @@ def _membership_change(rng: random.Random, voters: list[str], base: int,
     """One membership change: (mode, targets, the voters after it). With `base` voters (the
     initial count) a node is added; with one more, a voter is removed, or replaced (killed,
     removed, then a new node added): so the voters stay within base..base + 1, and no change
-    leaves fewer than `base` of them alive."""
+    leaves fewer than `base` of them alive. Half the removals and replacements first make the
+    victim the leader (`remove-leader`, `replace-leader`): the victim stays a seeded node, yet
+    the leader's own removal (handed over first) and the leader's death get exercised."""
     if len(voters) <= base:
         new = next(new_ids)
         return "add", (new,), sorted([*voters, new])
     mode = rng.choice(("remove", "replace"))
     victim = rng.choice(voters)
+    if rng.random() < 0.5:
+        mode += "-leader"
     rest = [v for v in voters if v != victim]
-    if mode == "remove":
+    if mode.startswith("remove"):
         return mode, (victim,), rest
     new = next(new_ids)
     return mode, (victim, new), sorted([*rest, new])

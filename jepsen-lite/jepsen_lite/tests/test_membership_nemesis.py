@@ -28,9 +28,9 @@ def _replay_voters(faults: list[Fault], nodes: list[str]) -> list[list[str]]:
         before.append(sorted(voters))
         if fault.kind != "membership":
             continue
-        if fault.mode in ("remove", "replace"):
+        if fault.mode != "add":
             voters.remove(fault.targets[0])
-        if fault.mode in ("add", "replace"):
+        if fault.mode.startswith(("add", "replace")):
             voters.add(fault.targets[-1])
     return before
 
@@ -48,21 +48,23 @@ def test_voters_stay_within_base_and_base_plus_one_and_new_ids_are_fresh(nodes: 
     for seed in range(40):
         faults = schedule(seed, ("membership", "kill", "partition"), 120.0, nodes)
         before = _replay_voters(faults, nodes)
-        added = [f.targets[-1] for f in faults if f.kind == "membership" and f.mode in ("add", "replace")]
+        added = [f.targets[-1] for f in faults if f.kind == "membership" and f.mode.startswith(("add", "replace"))]
         assert len(added) == len(set(added)) and not set(added) & set(nodes)  # never reused
         assert added == [f"n{len(nodes) + i + 1}" for i in range(len(added))]
         for fault, voters in zip(faults, before):
             assert len(nodes) <= len(voters) <= len(nodes) + 1
             if fault.kind == "membership":
                 modes.add(fault.mode)
-                assert fault.mode == "add" if len(voters) == len(nodes) else fault.mode in ("remove", "replace")
+                expected = {"add"} if len(voters) == len(nodes) else {"remove", "replace", "remove-leader",
+                                                                       "replace-leader"}
+                assert fault.mode in expected
                 if fault.mode != "add":
                     assert fault.targets[0] in voters  # a voter at that moment
             elif fault.kind == "partition":
                 assert sorted(fault.targets) == voters  # every current voter, none removed
             else:
                 assert set(fault.targets) <= set(voters)
-    assert modes == {"add", "remove", "replace"}
+    assert modes == {"add", "remove", "replace", "remove-leader", "replace-leader"}
 
 
 def test_schedules_without_membership_are_unchanged() -> None:
@@ -148,11 +150,11 @@ class FakeCluster:
             return 409, {"error": "MembershipChangeRefused", "message": f"{node_id} is the leader"}
         else:
             del self.raft[node_id]
-        return 200, {"index": 10}
+        return 200, {"index": 10, "members": [{"id": n, "voter": v} for n, v in sorted(self.raft.items())]}
 
     def transfer_leader(self, leader: str, to: str | None = None) -> tuple[int | None, Any]:
-        self.calls.append(("transfer", leader))
-        self.current_leader = next(n for n in sorted(self.raft) if n != leader and self.raft[n])
+        self.calls.append(("transfer", leader, to or ""))
+        self.current_leader = to or next(n for n in sorted(self.raft) if n != leader and self.raft[n])
         return 200, {"leader": self.current_leader}
 
 
@@ -209,7 +211,26 @@ def test_removing_the_leader_transfers_leadership_first_then_stops_it() -> None:
                                                 "membership-stop"]
     assert all(outcome == "ok" for _, _, outcome in _steps(recorder))
     assert "n2" not in cluster.raft and cluster.members == ["n1", "n3", "n4"] and "n2" not in cluster.running
-    assert cluster.calls.index(("transfer", "n2")) < cluster.calls.index(("remove", "n2"))
+    assert cluster.calls.index(("transfer", "n2", "")) < cluster.calls.index(("remove", "n2"))
+
+
+def test_remove_leader_makes_the_victim_lead_then_hands_over_and_removes_it() -> None:
+    cluster = FakeCluster([*NODES, "n4"], leader="n1")
+    nemesis, recorder = _nemesis(cluster)
+    nemesis.change(Fault("membership", "remove-leader", ("n3",), 0.0, 1.0))
+    assert [s[0] for s in _steps(recorder)] == ["membership-start", "transfer-leader", "transfer-leader",
+                                                "remove-member", "stop-node", "membership-stop"]
+    assert [c for c in cluster.calls if c[0] == "transfer"] == [("transfer", "n1", "n3"), ("transfer", "n3", "")]
+    assert "n3" not in cluster.raft and cluster.current_leader != "n3"
+
+
+def test_replace_leader_kills_the_leader_it_made() -> None:
+    cluster = FakeCluster([*NODES, "n4"], leader="n1")
+    nemesis, recorder = _nemesis(cluster)
+    nemesis.change(Fault("membership", "replace-leader", ("n4", "n5"), 0.0, 1.0))
+    kill = next(op for op in recorder.ops() if op.f == "kill-node" and op.type == "ok")
+    assert kill.value["was_leader"] is True
+    assert cluster.raft == {"n1": True, "n2": True, "n3": True, "n5": True}
 
 
 def test_replace_kills_removes_then_adds_and_promotes_a_new_node() -> None:
