@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,8 +60,8 @@ def outcome_of_status(reply: Reply) -> tuple[Literal["fail", "info"], str]:
 class NodeClient:
     """Requests to the nodes of one cluster, by node id."""
 
-    def __init__(self, ports: dict[str, int], timeout_s: float, read_consistency: str = "linearizable") -> None:
-        self.ports = dict(ports)
+    def __init__(self, ports: Mapping[str, int], timeout_s: float, read_consistency: str = "linearizable") -> None:
+        self.ports = ports  # kept, not copied: a cluster that grows during a run adds its new nodes
         self.timeout_s = timeout_s
         self.read_consistency = read_consistency
 

@@ -5,7 +5,12 @@ allow_reset false), one process group per node, every signal sent to them, and t
 partition and disk-fault controls of each node. Nodes always run with `--fault-injection` (these are test
 clusters): `block` tells a node to drop all Raft messages to and from some peers, `set_faults`
 makes its journal and store writes fail (disk full, I/O errors). Signals go to
-the process groups this module started and to nothing else. `LocalCluster` is a context manager:
+the process groups this module started and to nothing else. The cluster can grow (`new_node`: free
+ports, its own data dir, cluster.toml rewritten, started with `--join`) and shrink (`retire`):
+`members` are the nodes the harness holds for members, which heal, the leader search and the
+convergence wait consider; `nodes` keeps every node ever started, for `kill_all` and the logs. The
+membership changes themselves are requests (`change_membership`, `transfer_leader`, `members_of`)
+that the nemesis decides on. `LocalCluster` is a context manager:
 on exit every node is resumed (SIGCONT, so that a paused node can die) and then SIGKILLed.
 It must not judge results or choose faults (the nemesis does).
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 STATUS_TIMEOUT_S = 1.0
 BLOCK_TIMEOUT_S = 2.0
+MEMBERSHIP_REQUEST_TIMEOUT_S = 15.0  # raftchroma waits up to 10 s for a membership change to commit
 GRACEFUL_STOP_S = 10.0
 KILL_WAIT_S = 10.0
 POLL_INTERVAL_S = 0.1
@@ -59,6 +65,7 @@ class NodeProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    join: bool = False  # added at runtime: started with `serve --join`
 
     @property
     def url(self) -> str:
@@ -85,6 +92,12 @@ class LocalCluster:
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     pid_file: Path | None = None  # {node: pid} of every start, for a last-resort cleanup
     _owns_root: bool = False
+    # The nodes the harness holds for members (added and not removed), in the order they came.
+    # Replaced, never mutated in place, so a reader on another thread sees one whole list.
+    members: list[str] = field(default_factory=list)
+    # node id -> HTTP port, of every node ever created: clients keep a reference (NodeClient),
+    # so nodes added during the run are reachable without telling them.
+    http_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, options: ClusterOptions, root: Path | None = None,
@@ -96,8 +109,36 @@ class LocalCluster:
         for i in range(options.nodes):
             node_id = f"n{i + 1}"
             cluster.nodes[node_id] = NodeProcess(node_id, ports[2 * i], ports[2 * i + 1], root / f"{node_id}.log")
+            cluster.http_ports[node_id] = ports[2 * i]
+        cluster.members = list(cluster.nodes)
         cluster.write_config()
         return cluster
+
+    def new_node(self, node_id: str) -> NodeProcess:
+        """A node for the running cluster (free ports, data dir `data/<id>`), written into
+        cluster.toml; not a member until `admit`. Safe for the members: each read its bootstrap
+        membership at its first start (data_dir/membership.json), later edits change nothing."""
+        if node_id in self.nodes:
+            raise ValueError(f"{node_id} already exists in this run")
+        http_port, raft_port = free_ports(2)
+        node = NodeProcess(node_id, http_port, raft_port, self.root / f"{node_id}.log", join=True)
+        self.nodes[node_id] = node
+        self.http_ports[node_id] = http_port
+        self.write_config()
+        return node
+
+    def admit(self, node_id: str) -> None:
+        """The node is a member from now on (heal, the leader search and convergence include it)."""
+        if node_id not in self.members:
+            self.members = [*self.members, node_id]
+
+    def retire(self, node_id: str) -> None:
+        """The node is no longer a member: never started again, left out of every wait."""
+        self.members = [n for n in self.members if n != node_id]
+
+    def member_address(self, node_id: str) -> dict[str, str]:
+        node = self.nodes[node_id]
+        return {"id": node_id, "raft": f"127.0.0.1:{node.raft_port}", "http": f"127.0.0.1:{node.http_port}"}
 
     @property
     def config_path(self) -> Path:
@@ -129,6 +170,8 @@ class LocalCluster:
             raise RuntimeError(f"{node_id} is already running")
         cmd = [sys.executable, "-m", "raftchroma", "serve", "--config", str(self.config_path), "--node", node_id,
                "--fault-injection"]
+        if node.join:  # only its first start reads it (bootstrap membership); harmless after
+            cmd.append("--join")
         if self.options.unsafe_local_reads:
             cmd.append("--unsafe-local-reads")
         env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
@@ -150,8 +193,9 @@ class LocalCluster:
         self.pid_file.write_text(json.dumps(known) + "\n")
 
     def start_if_down(self, node_id: str) -> bool:
-        """True if the node was down and has been started (a fresh process is unblocked)."""
-        if self.nodes[node_id].alive():
+        """True if the node was down and has been started (a fresh process is unblocked). A node
+        that is not a member (removed, or never added) is never started again."""
+        if self.nodes[node_id].alive() or node_id not in self.members:
             return False
         self.start(node_id)
         return True
@@ -242,6 +286,47 @@ class LocalCluster:
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             return False
 
+    # ----------------------------------------------------------- membership
+
+    def request(self, node_id: str, method: str, path: str, body: Any = None,
+                timeout_s: float = MEMBERSHIP_REQUEST_TIMEOUT_S) -> tuple[int | None, Any]:
+        """One admin request to a node: (HTTP status, decoded body), or (None, the transport
+        error) when there was no reply (refused, timed out, reset)."""
+        node = self.nodes[node_id]
+        if not node.alive() or node.paused:
+            return None, "down or paused"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(node.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"null")
+            except ValueError:
+                return exc.code, None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def members_of(self, node_id: str) -> dict[str, Any] | None:
+        """`GET /raftchroma/members` of one node: {"members", "leader", "membership_index"}."""
+        status, body = self.request(node_id, "GET", "/raftchroma/members", timeout_s=STATUS_TIMEOUT_S * 2)
+        return body if status == 200 and isinstance(body, dict) else None
+
+    def change_membership(self, leader: str, op: str, node_id: str) -> tuple[int | None, Any]:
+        """`add` (as a non-voter), `promote` or `remove` `node_id`, asked of `leader`."""
+        if op == "add":
+            return self.request(leader, "POST", "/raftchroma/members", self.member_address(node_id))
+        if op == "promote":
+            return self.request(leader, "POST", f"/raftchroma/members/{node_id}/promote", {})
+        if op == "remove":
+            return self.request(leader, "DELETE", f"/raftchroma/members/{node_id}")
+        raise ValueError(f"unknown membership change {op!r}")
+
+    def transfer_leader(self, leader: str, to: str | None = None) -> tuple[int | None, Any]:
+        return self.request(leader, "POST", "/raftchroma/transfer-leader", {} if to is None else {"to": to})
+
     # --------------------------------------------------------------- status
 
     def status(self, node_id: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
@@ -255,24 +340,25 @@ class LocalCluster:
             return None
 
     def leader(self) -> str | None:
-        """The leader every reachable node agrees on and that says it leads, or None."""
-        statuses = {n: self.status(n) for n in self.nodes}
+        """The leader every reachable member agrees on and that says it leads, or None."""
+        members = self.members
+        statuses = {n: self.status(n) for n in members}
         reachable = {n: s for n, s in statuses.items() if s is not None}
         leaders = {s.get("leader") for s in reachable.values()}
         if len(leaders) != 1 or None in leaders:
             return None
         leader = leaders.pop()
         ok = leader in reachable and reachable[leader].get("role") == "leader"
-        return leader if ok and len(reachable) * 2 > len(self.nodes) else None
+        return leader if ok and len(reachable) * 2 > len(members) else None
 
     def wait_for_leader(self, timeout_s: float) -> str | None:
         return _poll(self.leader, timeout_s)
 
     def wait_converged(self, timeout_s: float) -> dict[str, int] | None:
-        """Polls until every node is up, blocks no peer, has no injected disk fault, agrees on
+        """Polls until every member is up, blocks no peer, has no injected disk fault, agrees on
         one leader, and has applied the same index."""
         def converged() -> dict[str, int] | None:
-            statuses = {n: self.status(n) for n in self.nodes}
+            statuses = {n: self.status(n) for n in self.members}
             if any(s is None for s in statuses.values()):
                 return None
             rows = [s for s in statuses.values() if s is not None]

@@ -12,7 +12,8 @@ one's receipt, so a gap in sampling, e.g. while a node is paused, widens it):
   process (the counter restarts with the process, so samples of different pids are not compared,
   and its first rise, from 0 to 1, is a process learning of the leader after it started).
 Samples up to the moment every node has answered once are the baseline (the cluster's first
-election happened there).
+election happened there); nodes the membership nemesis added (`join-node`) are left out of it, or
+the baseline would last until the last of them joined.
 
 An event is excused if its interval meets an excused window: a fault from its `*-start`
 invocation to its `*-stop` (or `heal`) completion, extended for `kill` and `restart` (and for
@@ -85,11 +86,12 @@ def fault_windows_ns(nemesis: Sequence[Op], samples: Sequence[Sample]) -> list[d
     return windows
 
 
-def _events(samples: Sequence[Sample]) -> tuple[list[dict[str, Any]], int | None]:
+def _events(samples: Sequence[Sample], joined: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], int | None]:
     """New terms and leader changes after the baseline, and the baseline's end (None without
-    samples)."""
+    samples). Nodes in `joined` came during the run and do not extend the baseline."""
     ordered = sorted(samples, key=lambda s: (s["time_ns"], s["node"]))
-    nodes = {s["node"] for s in ordered}
+    sampled = {s["node"] for s in ordered}
+    nodes = (sampled - joined) or sampled
     first_seen: dict[str, int] = {}
     for s in ordered:
         first_seen.setdefault(s["node"], s["time_ns"])
@@ -130,7 +132,8 @@ def check_elections(samples: Sequence[Sample], nemesis: Sequence[Op], origin_ns:
         return {"verdict": "unknown", "reason": "no status samples", "elections_outside_windows": None}
     origin = min(s["sent_ns"] for s in samples) if origin_ns is None else origin_ns
     windows = fault_windows_ns(nemesis, samples)
-    events, baseline_end_ns = _events(samples)
+    joined = frozenset(str(op.node) for op in nemesis if op.f == "join-node")
+    events, baseline_end_ns = _events(samples, joined)
     grace_ns = int(grace_s * _NS)
     outside = [e for e in events if not _excused(e, windows, grace_ns)]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 WORKLOADS = ("register", "set", "collections", "hostile", "batch")
-NEMESES = ("kill", "pause", "partition", "restart", "disk-full", "apply-fail")
+NEMESES = ("kill", "pause", "partition", "restart", "disk-full", "apply-fail", "membership")
 RUN_SETUP_AND_CHECK_S = 300.0  # start, heal, recovery, final reads and checking, generously
 STOP_GRACE_S = 60.0
 LEDGER_NAME = "matrix.jsonl"

@@ -11,8 +11,10 @@ Faults: `kill` (SIGKILL one node, the leader, or a majority; restarted at the fa
 the leader isolated, random halves, a majorities ring, or a bridge; every block lifted at the
 end), `disk-full` and `apply-fail` (raftchroma's test-only disk faults on one node, the leader
 or a majority: journal appends and store changes fail with ENOSPC, or store changes with EIO;
-lifted at the end). Faults never overlap, so no node is killed or restarted by the nemesis
-during a partition.
+lifted at the end), `membership` (add a fresh node and promote it, remove a voter, or replace
+one: see membership_nemesis.py; the schedule follows the voters each change leaves, so the
+faults after it name the nodes then in the cluster). Faults never overlap, so no node is killed
+or restarted by the nemesis during a partition, and no fault meets a membership change.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jepsen_lite.cluster import LocalCluster
+from jepsen_lite.membership_nemesis import MembershipNemesis
 from jepsen_lite.recorder import Recorder
 
-KINDS = ("kill", "pause", "restart", "partition", "disk-full", "apply-fail")
+KINDS = ("kill", "pause", "restart", "partition", "disk-full", "apply-fail", "membership")
 # kind -> the {"disk_full", "apply_fails"} flags a disk fault sets on its targets
 DISK_FAULTS = {"disk-full": {"disk_full": True, "apply_fails": False},
                "apply-fail": {"disk_full": False, "apply_fails": True}}
@@ -41,6 +44,12 @@ TARGET_MODES = {"kill": ("one", "leader", "majority"), "pause": ("one", "leader"
                 "apply-fail": ("one", "leader", "majority")}
 HEAL_UNBLOCK_TIMEOUT_S = 30.0
 HEAL_RETRY_INTERVAL_S = 0.2
+# A membership change is planned to last this long; it runs to its end (bounded in
+# membership_nemesis.py), and the next fault waits for it.
+MEMBERSHIP_DURATION_S = (6.0, 10.0)
+# How long `stop` waits for the fault in progress: a membership change is not cut short (it would
+# leave a node half added), and its steps are bounded (membership_nemesis.ACTION_MAX_S).
+STOP_TIMEOUT_S = 240.0
 
 Grudge = dict[str, list[str]]  # node id -> the peers whose Raft messages it drops (both directions)
 
@@ -66,19 +75,58 @@ def _targets(rng: random.Random, kind: str, mode: str, nodes: list[str]) -> tupl
     return tuple(sorted(rng.sample(nodes, size)))
 
 
+def _new_ids(node_ids: Sequence[str]) -> Iterator[str]:
+    """n<k> for k above every numbered id, never one in use: the ids of nodes added in a run."""
+    numbers = [int(n[1:]) for n in node_ids if n[:1] == "n" and n[1:].isdigit()]
+    k = max(numbers, default=0) + 1
+    while True:
+        if f"n{k}" not in node_ids:
+            yield f"n{k}"
+        k += 1
+
+
+def _membership_change(rng: random.Random, voters: list[str], base: int,
+                       new_ids: Iterator[str]) -> tuple[str, tuple[str, ...], list[str]]:
+    """One membership change: (mode, targets, the voters after it). With `base` voters (the
+    initial count) a node is added; with one more, a voter is removed, or replaced (killed,
+    removed, then a new node added): so the voters stay within base..base + 1, and no change
+    leaves fewer than `base` of them alive. Half the removals and replacements first make the
+    victim the leader (`remove-leader`, `replace-leader`): the victim stays a seeded node, yet
+    the leader's own removal (handed over first) and the leader's death get exercised."""
+    if len(voters) <= base:
+        new = next(new_ids)
+        return "add", (new,), sorted([*voters, new])
+    mode = rng.choice(("remove", "replace"))
+    victim = rng.choice(voters)
+    if rng.random() < 0.5:
+        mode += "-leader"
+    rest = [v for v in voters if v != victim]
+    if mode.startswith("remove"):
+        return mode, (victim,), rest
+    new = next(new_ids)
+    return mode, (victim, new), sorted([*rest, new])
+
+
 def schedule(seed: int, kinds: Sequence[str], time_limit_s: float, node_ids: Sequence[str]) -> list[Fault]:
-    """The faults of one run, relative to the start of the workload. Pure: same inputs, same list."""
+    """The faults of one run, relative to the start of the workload. Pure: same inputs, same list.
+    A membership change's targets are (new,) for `add`, (victim,) for `remove`, (victim, new)
+    for `replace`; every later fault picks its nodes among the voters the changes left."""
     if not kinds:
         return []
     rng = random.Random(seed)
     nodes = sorted(node_ids)
+    base, new_ids = len(nodes), _new_ids(list(node_ids))
     faults: list[Fault] = []
     t = rng.uniform(*FIRST_FAULT_S)
     while t < time_limit_s - 1.0:
         kind = rng.choice(sorted(kinds))
-        mode = rng.choice(TARGET_MODES[kind])
-        targets = _targets(rng, kind, mode, nodes)
-        end = min(t + rng.uniform(*FAULT_DURATION_S), time_limit_s)
+        if kind == "membership":
+            mode, targets, nodes = _membership_change(rng, nodes, base, new_ids)
+            end = min(t + rng.uniform(*MEMBERSHIP_DURATION_S), time_limit_s)
+        else:  # the same draws as before membership existed: old seeds keep their schedules
+            mode = rng.choice(TARGET_MODES[kind])
+            targets = _targets(rng, kind, mode, nodes)
+            end = min(t + rng.uniform(*FAULT_DURATION_S), time_limit_s)
         faults.append(Fault(kind, mode, targets, round(t, 3), round(end, 3)))
         t = end + rng.uniform(*QUIET_S)
     return faults
@@ -143,6 +191,7 @@ class Nemesis:
         self.recorder = recorder
         self.faults = list(faults)
         self.heal_unblock_timeout_s = heal_unblock_timeout_s
+        self.membership = MembershipNemesis(cluster, recorder)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -151,10 +200,12 @@ class Nemesis:
         self._thread = threading.Thread(target=self._run, args=(origin_s,), name="nemesis", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive() and self.error is None:
+                self.error = TimeoutError(f"the nemesis was still acting {timeout_s:g}s after it was stopped")
 
     def _sleep_until(self, origin_s: float, at_s: float) -> bool:
         """False when stopped early."""
@@ -170,6 +221,9 @@ class Nemesis:
                     continue
                 if fault.kind in DISK_FAULTS:
                     self._disk_fault(fault, origin_s)
+                    continue
+                if fault.kind == "membership":
+                    self.membership.change(fault)
                     continue
                 targets = self._resolve(fault)
                 self._apply(fault.kind, "start", targets, fault.mode)
@@ -223,7 +277,7 @@ class Nemesis:
     def _until_all_answer(self, action: Callable[[str], bool], timeout_s: float, skip: Sequence[str] = ()) -> list[str]:
         """Calls `action(node)` for every node but `skip` until each has returned True (a node
         still starting answers once it listens). Returns the nodes that never did."""
-        pending = [n for n in self.cluster.nodes if n not in skip]
+        pending = [n for n in self.cluster.members if n not in skip]
         deadline_s = time.monotonic() + timeout_s
         while pending:
             pending = [n for n in pending if not action(n)]
@@ -239,17 +293,18 @@ class Nemesis:
         return self._until_all_answer(lambda n: self.cluster.set_faults(n, False, False), timeout_s, skip)
 
     def heal(self) -> None:
-        """Resumes every paused node, starts every stopped one, unblocks every node's transport
-        and, when the schedule has disk faults, clears them on every node; recorded as `heal`
-        (with the nodes that could not be unblocked, or cleared)."""
+        """Resumes every paused member, starts every stopped one, unblocks every member's transport
+        and, when the schedule has disk faults, clears them on every member; recorded as `heal`
+        (with the nodes that could not be unblocked, or cleared). Removed nodes stay stopped."""
         self.stop()
         disk_faults = any(f.kind in DISK_FAULTS for f in self.faults)
-        value: dict[str, Any] = {"blocked": {n: [] for n in self.cluster.nodes}}
+        members = list(self.cluster.members)
+        value: dict[str, Any] = {"blocked": {n: [] for n in members}}
         if disk_faults:
             value["faults"] = {"disk_full": False, "apply_fails": False}
         with self.recorder.nemesis_op("heal", "all", value) as result:
             started = []
-            for node_id in self.cluster.nodes:
+            for node_id in members:
                 self.cluster.resume(node_id)
                 if self.cluster.start_if_down(node_id):
                     started.append(node_id)  # a fresh process starts unblocked

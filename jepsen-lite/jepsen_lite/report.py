@@ -28,7 +28,7 @@ from jepsen_lite.history import Op, is_nemesis, load_history  # noqa: E402
 REPORT_FILES = ("latency.png", "timeline.png", "report.html")
 OUTCOME_COLORS = {"ok": "#81BFFC", "info": "#FFA400", "fail": "#FF1E90"}  # Jepsen's
 KIND_COLORS = {"kill": "#E9A3A3", "pause": "#A3C9E9", "restart": "#C7E9A3", "partition": "#D9B3F0",
-               "disk-full": "#F0D9A3", "apply-fail": "#A3E9DF"}
+               "disk-full": "#F0D9A3", "apply-fail": "#A3E9DF", "membership": "#F0A3D0"}
 OTHER_KIND_COLOR = "#DDDDDD"
 MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")
 DPI = 110

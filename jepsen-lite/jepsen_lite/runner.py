@@ -4,6 +4,9 @@ Owns: the order of a run (start cluster, start the status monitor, set up the wo
 and nemesis for the time limit, heal, wait for recovery, final reads, digests, stop the monitor,
 check, report), the run directory and the exit code (0 valid, 1 invalid, 2 unknown or harness
 error). Clients are threads, each rate-limited on its own.
+With the membership nemesis the nodes change during a run: clients, the status monitor and heal
+follow the cluster's members; after heal the leader's committed membership is the final one
+(`run.json` `members`), and the final reads, digests and convergence use it.
 It must not judge operations itself (checkers) nor send signals (cluster, via the nemesis).
 """
 
@@ -16,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,13 +96,16 @@ class RateLimiter:
 
 
 def _client_loop(index: int, opts: RunOptions, workload: Workload, client: NodeClient,
-                 nodes: Sequence[str], limiter: RateLimiter, recorder: Recorder) -> None:
+                 nodes: Callable[[], Sequence[str]], limiter: RateLimiter, recorder: Recorder) -> None:
     """One client: bound to one node (as Jepsen binds process p to node p mod N), so that a
-    paused node blocks only its own clients while the others keep the cluster busy."""
+    paused node blocks only its own clients while the others keep the cluster busy. `nodes()`
+    is the current members: when the membership changes, the client follows (p mod the new N)."""
     rng = random.Random(opts.seed * 1000 + index)
-    process, node = index, nodes[index % len(nodes)]
+    process = index
     while (slot := limiter.next_slot()) is not None:
         time.sleep(max(0.0, slot - time.monotonic()))
+        members = nodes()
+        node = members[index % len(members)]
         inv = workload.generate(rng)
         recorder.record(process, node, inv.f, inv.key, inv.value, "invoke")
         try:
@@ -113,7 +119,7 @@ def _client_loop(index: int, opts: RunOptions, workload: Workload, client: NodeC
             process += opts.concurrency  # a process with an indefinite op never returns
 
 
-def _run_clients(opts: RunOptions, workload: Workload, client: NodeClient, nodes: Sequence[str],
+def _run_clients(opts: RunOptions, workload: Workload, client: NodeClient, nodes: Callable[[], Sequence[str]],
                  recorder: Recorder, origin_s: float) -> None:
     end_s, per_client_rate = origin_s + opts.time_limit_s, opts.rate / opts.concurrency
     limiters = [RateLimiter(per_client_rate, end_s, origin_s + i / opts.rate) for i in range(opts.concurrency)]
@@ -147,7 +153,8 @@ def _execute(opts: RunOptions, cluster: LocalCluster, recorder: Recorder, monito
         raise RuntimeError(f"no leader within {LEADER_TIMEOUT_S}s of starting the cluster")
     monitor.start()  # from here on every election is counted (elections_checker)
     # Linearizable reads for setup and final reads; the workload's reads use opts.read_consistency.
-    admin = NodeClient({n: p.http_port for n, p in cluster.nodes.items()}, opts.request_timeout_s)
+    # Both see the cluster's live port map, so nodes added during the run are reachable.
+    admin = NodeClient(cluster.http_ports, opts.request_timeout_s)
     client = NodeClient(admin.ports, opts.request_timeout_s, opts.read_consistency)
     workload = make_workload(opts.workload)
     workload.setup(admin, nodes)
@@ -156,16 +163,20 @@ def _execute(opts: RunOptions, cluster: LocalCluster, recorder: Recorder, monito
     nemesis = Nemesis(cluster, recorder, faults)
     origin_s = time.monotonic()
     nemesis.start(origin_s)
-    _run_clients(opts, workload, client, nodes, recorder, origin_s)
+    _run_clients(opts, workload, client, lambda: cluster.members, recorder, origin_s)
     nemesis.heal()
     if nemesis.error is not None:
         notes["nemesis_error"] = repr(nemesis.error)
     heal_s = time.monotonic()
+    if "membership" in opts.nemesis:  # the final reads and the checkers use the final membership
+        nemesis.membership.settle()
+    members = list(cluster.members)
+    notes["members"] = members
     applied = cluster.wait_converged(RECOVERY_TIMEOUT_S)
     notes["recovery"] = {"converged": applied is not None, "applied_index": applied,
                          "seconds": round(time.monotonic() - heal_s, 3)}
-    workload.final(admin, nodes, recorder)
-    _read_digests(admin, nodes, recorder)
+    workload.final(admin, members, recorder)
+    _read_digests(admin, members, recorder)
 
 
 def run(opts: RunOptions) -> tuple[int, Path]:
@@ -177,7 +188,7 @@ def run(opts: RunOptions) -> tuple[int, Path]:
     notes: dict[str, Any] = {"options": opts.to_dict(), "nodes": [f"n{i + 1}" for i in range(opts.nodes)]}
     cluster_opts = ClusterOptions(nodes=opts.nodes, unsafe_local_reads=opts.unsafe_local_reads)
     with LocalCluster.create(cluster_opts, pid_file=run_dir / "pids.json") as cluster:
-        monitor = StatusMonitor(list(cluster.nodes), cluster.status)
+        monitor = StatusMonitor(list(cluster.nodes), cluster.status, follow=lambda: cluster.members)
         try:
             _execute(opts, cluster, recorder, monitor, notes)
         except BaseException as exc:
@@ -210,7 +221,10 @@ def _digest_map(output: dict[str, Any]) -> dict[str, str]:
 
 
 def _convergence(ops: Sequence[Any], nodes: Sequence[str]) -> dict[str, Any]:
-    digests = {op.node: _digest_map(op.output) for op in ops if op.f == "digest" and op.outcome == "ok"}
+    """Every one of `nodes` (the final members) must have answered the same digests; a node
+    removed during the run is not compared."""
+    digests = {op.node: _digest_map(op.output) for op in ops
+               if op.f == "digest" and op.outcome == "ok" and op.node in nodes}
     result = check_convergence(digests)
     missing = sorted(set(nodes) - set(digests))
     if missing and result["verdict"] == "valid":
@@ -248,7 +262,7 @@ def check_run(run_dir: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     ops = pair_ops(history)
     workload = make_workload(notes["options"]["workload"])
     checkers = {"workload": workload.check(ops, budget_s, nemesis_ops(history)),
-                "convergence": _convergence(ops, notes["nodes"])}
+                "convergence": _convergence(ops, notes.get("members") or notes["nodes"])}
     samples = load_samples(run_dir)
     if samples is not None:  # runs recorded before the status monitor have no samples
         origin_ns = min((op.time_ns for op in history), default=None)

@@ -267,3 +267,38 @@ def test_unknown_nemesis_is_refused_before_anything_starts(tmp_path: Path) -> No
     assert proc.returncode == 2
     assert b"unknown nemesis 'flood'" in proc.stderr and b"partition" in proc.stderr
     assert not list(tmp_path.iterdir()), "no run may start"
+
+
+def _completed(records: list[dict], f: str) -> list[str]:
+    return [r["node"] for r in records if r["f"] == f and r["type"] == "ok"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_membership_run_adds_promotes_and_removes_and_is_valid(store: Path) -> None:
+    """Seed 25: add n4 (join, add, catch up, promote) from ~1.8 s, then from ~12.4 s make n3 the
+    leader and remove it (leadership handed over again first). The run must be valid, the
+    history must show the add, the promotion, both transfers and the removal done (not
+    skipped), and the checkers must use the final membership: n1, n2, n4."""
+    assert [(f.mode, f.targets) for f in schedule(25, ["membership"], 20.0, ["n1", "n2", "n3"])] == [
+        ("add", ("n4",)), ("remove-leader", ("n3",))]
+    code, run_dir, out = run_jepsen_lite(store, "--workload", "set", "--nemesis", "membership", "--seed", "25",
+                                         "--time-limit", "20", "--concurrency", "4", "--rate", "30",
+                                         deadline_s=220.0)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert code == 0 and results["verdict"] == "valid", _describe(run_dir, out)
+    records = _nemesis_records(run_dir)
+    assert "n4" in _completed(records, "join-node") and "n4" in _completed(records, "add-member")
+    assert "n4" in _completed(records, "promote-member"), _describe(run_dir, out)
+    assert "n3" in _completed(records, "remove-member") and "n3" in _completed(records, "stop-node")
+    transfers = [r["value"] for r in records if r["f"] == "transfer-leader" and r["type"] == "ok"]
+    assert transfers[0]["to"] == "n3" and transfers[1]["from"] == "n3" and transfers[1]["to"] != "n3"
+    assert not [r for r in records if r["f"] == "membership-stop" and r["value"].get("skipped")]
+    settled = [r for r in records if r["f"] == "members" and r["type"] == "ok"][-1]["value"]
+    assert settled["members"] == settled["voters"] == ["n1", "n2", "n4"]
+    assert json.loads((run_dir / "run.json").read_text())["members"] == ["n1", "n2", "n4"]
+    assert results["checkers"]["convergence"]["nodes"] == ["n1", "n2", "n4"]
+    assert results["checkers"]["workload"]["nodes_read"] == ["n1", "n2", "n4"]
+    assert results["checkers"]["workload"]["acknowledged"] > 0
+    assert "n4" in results["checkers"]["elections"]["nodes_sampled"]  # the monitor followed the join
+    assert (run_dir / "logs" / "n4.log").exists() and "n4" in json.loads((run_dir / "pids.json").read_text())

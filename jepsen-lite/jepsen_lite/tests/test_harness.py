@@ -27,6 +27,7 @@ class FakeCluster:
 
     def __init__(self, nodes: list[str]) -> None:
         self.nodes = {n: None for n in nodes}
+        self.members = list(nodes)
         self.calls: list[tuple[str, str]] = []
         self.blocks: list[tuple[str, list[str]]] = []
         self.disk_faults: list[tuple[str, bool, bool]] = []
