@@ -210,7 +210,7 @@ def tls_options(command: Any) -> Any:
 def cluster_status(config: ClusterConfig, context: ssl.SSLContext | None = None) -> list[dict[str, Any]]:
     """One row per node: cluster.toml's nodes, then members the reachable nodes know of that
     cluster.toml does not list (added at runtime). `voting` says what the membership in force on the
-    leader (else on any reachable node) says of it: voter, non-voter or removed."""
+    leader (else on any reachable node) says of it: voter, non-voter or not-member (not yet added, or removed)."""
     scheme = "https" if config.tls is not None else "http"
     urls = {node.id: node.http_url for node in config.nodes}
     statuses = {node_id: fetch_status(url, context=context) for node_id, url in urls.items()}
@@ -241,7 +241,7 @@ def _voting(members: list[dict[str, Any]] | None, node_id: str) -> str | None:
     if members is None:
         return None
     member = next((m for m in members if m["id"] == node_id), None)
-    return "removed" if member is None else "voter" if member["voter"] else "non-voter"
+    return "not-member" if member is None else "voter" if member["voter"] else "non-voter"
 
 
 STATUS_COLUMNS = ("id", "url", "reachable", "voting", "role", "term", "leader", "commit_index", "applied_index",
