@@ -67,8 +67,15 @@ def run_upserts(servers: Servers, terms: TermLog, options: Options, log: Log) ->
 
 
 def group_commit_counts(servers: Servers) -> dict[str, Any]:
-    """Each node's group-commit counters (entries it proposed, writes in them); None if it does not answer."""
-    return {n: (s or {}).get("group_commit") for n in servers.node_ids for s in [servers.status(n)]}
+    """Each node's group-commit counters (entries it proposed, writes in them) and applier counters
+    (passes, entries, proposals, steps: one Chroma call per step); None if it does not answer."""
+    out: dict[str, Any] = {}
+    for node_id in servers.node_ids:
+        status = servers.status(node_id) or {}
+        counts = status.get("group_commit")
+        out[node_id] = None if counts is None else counts | {f"applied_{k}": v
+                                                             for k, v in status.get("applier", {}).items()}
+    return out
 
 
 def run_only(servers: Servers, options: Options, log: Log) -> dict[str, Any]:
@@ -212,7 +219,7 @@ def publish(result: dict[str, Any], options: Options) -> None:
           f"{' (dirty)' if m['git_dirty'] else ''}; load average before {m['load_average_1_5_15_before']}, "
           f"after {m['load_average_1_5_15_after']}")
     if options.only:
-        print(f"group commit, writes/entries per node during the raftchroma upserts (leader "
+        print(f"group commit and applier counts per node during the raftchroma upserts (leader "
               f"{result['details']['leader']}): {result['details']['group_commit']}")
         print(f"total {result['total_s']} s; {path}")
         return
