@@ -66,6 +66,33 @@ def run_upserts(servers: Servers, terms: TermLog, options: Options, log: Log) ->
     return out
 
 
+def group_commit_counts(servers: Servers) -> dict[str, Any]:
+    """Each node's group-commit counters (entries it proposed, writes in them) and applier counters
+    (passes, entries, proposals, steps: one Chroma call per step); None if it does not answer."""
+    out: dict[str, Any] = {}
+    for node_id in servers.node_ids:
+        status = servers.status(node_id) or {}
+        counts = status.get("group_commit")
+        out[node_id] = None if counts is None else counts | {f"applied_{k}": v
+                                                             for k, v in status.get("applier", {}).items()}
+    return out
+
+
+def run_only(servers: Servers, options: Options, log: Log) -> dict[str, Any]:
+    """`--only upserts`: the cluster and chroma run, that one workload, and the terms around it."""
+    log("starting chroma run and a 3-node raftchroma cluster")
+    servers.start()
+    terms = TermLog(servers)
+    before = group_commit_counts(servers)
+    m: dict[str, Any] = {"upserts": run_upserts(servers, terms, options, log)}
+    after = group_commit_counts(servers)
+    m["group_commit"] = {n: None if not before[n] or not after[n] else
+                         {k: after[n][k] - before[n][k] for k in after[n]} for n in servers.node_ids}
+    m["leader"] = servers.leader()
+    m["terms"] = terms.phases
+    return m
+
+
 def run_reads(servers: Servers, terms: TermLog, options: Options, log: Log) -> dict[str, dict[str, Sample]]:
     out: dict[str, dict[str, Sample]] = {}
     for kind, workload in (("query", workloads.queries), ("get", workloads.gets), ("count", workloads.counts)):
@@ -122,7 +149,7 @@ def run(options: Options, root: Path, log: Log) -> dict[str, Any]:
     t0 = time.perf_counter()
     servers = Servers.create(root / "servers")
     try:
-        m = run_all(servers, root, options, log)
+        m = run_only(servers, options, log) if options.only else run_all(servers, root, options, log)
     except BaseException:
         print(f"raftchroma node logs (tail):\n{servers.cluster.log_tail(15)}", file=sys.stderr)
         raise
@@ -130,7 +157,8 @@ def run(options: Options, root: Path, log: Log) -> dict[str, Any]:
         signal.alarm(0)  # the watchdog must not interrupt the clean-up itself
         pids = servers.pids()
         servers.stop()
-    rows = report.build_rows(m, options.batch_size, options.clients, options.read_clients)
+    rows = (report.only_rows(m, options.clients) if options.only else
+            report.build_rows(m, options.batch_size, options.clients, options.read_clients))
     return {"started_utc": started_utc, "total_s": round(time.perf_counter() - t0, 1), "quick": options.quick,
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(options).items()},
             "machine": report.machine(load_before), "rows": [dataclasses.asdict(r) for r in rows],
@@ -176,11 +204,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def publish(result: dict[str, Any], options: Options) -> None:
-    chart = report.draw_chart(result, options.results_dir / f"{result['started_utc']}.png")
+    chart = None if options.only else report.draw_chart(result, options.results_dir / f"{result['started_utc']}.png")
     if chart is not None:
         shutil.copyfile(chart, options.results_dir / "latest.png")
     result["chart"] = chart.name if chart else None
-    path = report.write_results(result, options.results_dir)
+    path = report.write_results(result, options.results_dir, prefix=f"{options.only}-" if options.only else "")
     rows = [report.Row(**r) for r in result["rows"]]
     print(report.format_table(rows))
     for r in rows:
@@ -190,6 +218,11 @@ def publish(result: dict[str, Any], options: Options) -> None:
     print(f"{m['cores']} cores, Python {m['python']}, chromadb {m['chromadb']}, commit {m['git_commit']}"
           f"{' (dirty)' if m['git_dirty'] else ''}; load average before {m['load_average_1_5_15_before']}, "
           f"after {m['load_average_1_5_15_after']}")
+    if options.only:
+        print(f"group commit and applier counts per node during the raftchroma upserts (leader "
+              f"{result['details']['leader']}): {result['details']['group_commit']}")
+        print(f"total {result['total_s']} s; {path}")
+        return
     print(f"total {result['total_s']} s; {path} (and latest.json)" + (f", chart {chart}" if chart else
                                                                      ", no chart: matplotlib is not installed"))
 

@@ -30,6 +30,10 @@ class Options:
     results_dir: Path = RESULTS_DIR
     work_dir: Path | None = None   # parent of the run's temp dir (servers' data and logs)
     keep_temp: bool = False
+    only: str | None = None        # one workload alone (ONLY_WORKLOADS), for a quick look at one row
+
+
+ONLY_WORKLOADS = ("upserts",)
 
 
 QUICK = {"records": 1_000, "upsert_s": 3.0, "read_s": 2.0, "kills": 2, "catchup_records": 500,
@@ -62,11 +66,14 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON and PNG go [bench/results]")
     p.add_argument("--work-dir", type=Path, default=None, help="parent of the run's temp dir [the system's temp dir]")
     p.add_argument("--keep-temp", action="store_true", help="keep the servers' data and logs after a successful run")
+    p.add_argument("--only", choices=ONLY_WORKLOADS, default=None,
+                   help="run only this workload (no bound, ingest, reads, kills or catch-up); its row is printed "
+                        "and written as bench/results/<workload>-<stamp>.json, latest.json is left alone")
     args = p.parse_args(argv)
     chosen = {name: getattr(args, name) for name in SIZES if getattr(args, name) is not None}
     preset = QUICK if args.quick else {}
     options = Options(**(preset | chosen), seed=args.seed, quick=args.quick, results_dir=args.results_dir,
-                      work_dir=args.work_dir, keep_temp=args.keep_temp)
+                      work_dir=args.work_dir, keep_temp=args.keep_temp, only=args.only)
     for name in SIZES:
         if getattr(options, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")

@@ -101,10 +101,7 @@ def build_rows(m: dict[str, Any], batch_size: int, clients: int, read_clients: i
         rows.append(row.judge(_ratio(row.raftchroma, bound)))
     rows.append(Row("physical_bound", "physical bound: 3 embedded stores at once", "vec/s", None, bound,
                     note="each store " + " / ".join(f"{v:g}" for v in bound_list(m)) + " vec/s; no server, no Raft"))
-    up = m["upserts"]
-    row = compared("upserts", f"{clients}-client single-record upserts", "ops/s", up["chroma_run"], up["raftchroma"],
-                   per_record=False, note=_errors(up))
-    rows.append(row.judge(row.ratio))
+    rows.append(upserts_row(m["upserts"], clients))
     for kind in ("query", "get", "count"):
         for consistency in ("stale", "linearizable"):
             reads = m["reads"][kind]
@@ -115,6 +112,17 @@ def build_rows(m: dict[str, Any], batch_size: int, clients: int, read_clients: i
             rows.append(row.judge(row.ratio))
     rows += [recall_row(m["recall"]), kill_row(m["kills"]), catch_up_row(m["catch_up"]), elections_row(m["terms"])]
     return rows
+
+
+def upserts_row(up: dict[str, Sample], clients: int) -> Row:
+    row = compared("upserts", f"{clients}-client single-record upserts", "ops/s", up["chroma_run"], up["raftchroma"],
+                   per_record=False, note=_errors(up))
+    return row.judge(row.ratio)
+
+
+def only_rows(m: dict[str, Any], clients: int) -> list[Row]:
+    """The rows of a `--only upserts` run: that workload and the elections during it."""
+    return [upserts_row(m["upserts"], clients), elections_row(m["terms"])]
 
 
 READ_NAMES = {"query": "query n_results=10", "get": "get by id", "count": "count"}
@@ -227,12 +235,13 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def write_results(report: dict[str, Any], results_dir: Path) -> Path:
-    """bench/results/<stamp>.json and latest.json (each written whole, then renamed)."""
+def write_results(report: dict[str, Any], results_dir: Path, prefix: str = "") -> Path:
+    """bench/results/<prefix><stamp>.json, and latest.json for a full run (no prefix); each written
+    whole, then renamed."""
     results_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
-    path = results_dir / f"{report['started_utc']}.json"
-    for target in (path, results_dir / "latest.json"):
+    path = results_dir / f"{prefix}{report['started_utc']}.json"
+    for target in (path,) + (() if prefix else (results_dir / "latest.json",)):
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(text)
         os.replace(tmp, target)

@@ -67,6 +67,9 @@ GROUP_MAX_BYTES = 1024 * 1024  # group commit: encoded writes per entry (at most
 MAX_PENDING_WRITES = 10_000  # writes proposed and not yet answered, per node
 MAX_PENDING_READS = 10_000  # reads waiting for a barrier, an index or the read pool, per node
 MAX_APPLY_BACKLOG = 10_000  # committed entries not yet applied here; past it, new writes are refused
+MAX_ENTRIES_PER_APPLY = 64  # queued committed entries the applier takes together when it is behind...
+MAX_BYTES_PER_APPLY = 8 * 1024 * 1024  # ...and their encoded bytes (decoded at once)
+APPLY_GATHER_S = 0.01  # a busy applier waits up to this long for more entries before a pass
 READY_MAX_APPLY_LAG_ENTRIES = 100  # /readyz: applied may trail the known commit index by this much
 
 
@@ -114,6 +117,10 @@ class Node:
         self._skip_through = 0
         self._snapshot_forced = False
         self._group_commit: GroupCommit | None = None
+        # applier thread: passes (entries taken at once), entries and proposals applied, and steps
+        # (one Chroma call each for a merged run): how much merging saves shows in status
+        self.apply_counts = {"passes": 0, "entries": 0, "proposals": 0, "steps": 0}
+        self._last_pass_end = 0.0  # applier thread: time.monotonic() when its last pass ended
         self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
         self.metrics = NodeMetrics(self.metrics_sample)
 
@@ -253,16 +260,22 @@ class Node:
             exit_now(EXIT_INTERNAL)
 
     def _apply_items(self) -> None:
+        held: list[tuple[Any, ...] | None] = []  # taken from the queue after entries, handled next
         while True:
-            try:
-                item = self._apply_queue.get(timeout=_CLEAN_AFTER_IDLE_S)
-            except queue.Empty:
-                self._mark_clean()
-                continue
+            if held:
+                item = held.pop()
+            else:
+                try:
+                    item = self._apply_queue.get(timeout=_CLEAN_AFTER_IDLE_S)
+                except queue.Empty:
+                    self._mark_clean()
+                    continue
             if item is None:
                 return
             if item[0] == "entry":
-                self._apply_entry(item[1], item[2])
+                entries = [(item[1], item[2])]
+                held += self._take_queued_entries(entries)
+                self._apply_entries(entries)
             elif item[0] == "snapshot":
                 self._write_snapshot(*item[1:])
             elif item[0] == "call":
@@ -299,26 +312,80 @@ class Node:
                 time.sleep(delay_s)  # backoff while the disk is full, not synchronisation
                 delay_s = min(delay_s * 2, _APPLY_RETRY_MAX_S)
 
-    def _apply_entry(self, index: int, data: bytes) -> None:
-        if index <= self._skip_through:  # already in the store kept from the last run
+    def _take_queued_entries(self, entries: list[tuple[int, bytes]]) -> list[tuple[Any, ...] | None]:
+        """Add to `entries` the committed entries queued behind them, up to MAX_ENTRIES_PER_APPLY or
+        MAX_BYTES_PER_APPLY, so that their record writes are merged into fewer Chroma calls. Stops
+        at anything else (a snapshot, an install, a call, the stop), which is returned to be handled
+        right after these entries, so the queue's order holds.
+
+        An idle applier takes only what is already queued (a lone write waits for nothing). A busy
+        one (its last pass ended less than APPLY_GATHER_S before this one began) also waits up to
+        APPLY_GATHER_S for more: a Chroma call holds this process's GIL for its whole duration, so
+        back-to-back calls starve the event loop and the Raft proxy's threads, and writes then reach
+        the applier a few at a time, each paying a Chroma call's fixed cost. Measured with 16
+        single-record upserters: 3.4 writes per call without the wait, 6 with it."""
+        taken_bytes = sum(len(data) for _, data in entries)
+        now = time.monotonic()
+        deadline = now + APPLY_GATHER_S if now - self._last_pass_end < APPLY_GATHER_S else now
+        while len(entries) < MAX_ENTRIES_PER_APPLY and taken_bytes < MAX_BYTES_PER_APPLY:
+            try:
+                wait_s = deadline - time.monotonic()
+                item = self._apply_queue.get(timeout=wait_s) if wait_s > 0 else self._apply_queue.get_nowait()
+            except queue.Empty:
+                return []
+            if item is None or item[0] != "entry":
+                return [item]
+            entries.append((item[1], item[2]))
+            taken_bytes += len(item[2])
+        return []
+
+    def _apply_entries(self, entries: list[tuple[int, bytes]]) -> None:
+        """Apply consecutive committed entries in log order. Every proposal keeps its own outcome
+        and its entry's index; the runs that `state_machine.steps` merges may span entries."""
+        # Entries up to _skip_through are already in the store kept from the last run. PySyncObj's
+        # own entries (a new leader's no-op) are empty: nothing to apply, but a read index may name them.
+        entries = [(index, data) for index, data in entries if index > self._skip_through]
+        if not entries:
             return
-        if not data:  # PySyncObj's own entry (a new leader's no-op): nothing to apply, but a read
-            self._set_applied(index)  # index may name it
-            return
+        proposals: list[Proposal] = []
+        indexes: list[int] = []
+        for index, data in entries:
+            for proposal in self._decoded(index, data) if data else ():
+                proposals.append(proposal)
+                indexes.append(index)
+        started = time.monotonic()
+        if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
+            self._mark_dirty(indexes[0])
+        done = 0
+        cut = state_machine.steps(proposals)  # one proposal, or a run merged into one Chroma call
+        self._count_pass(len(entries), len(proposals), len(cut))
+        for step in cut:
+            at = indexes[done:done + len(step)]
+            done += len(step)
+            outcomes = self._apply_until_done(step, at)
+            self._resolve([(p.rid, o.index, o.result) for p, o in zip(step, outcomes) if p.rid is not None])
+        applied = [len(data) for _, data in entries if data]
+        elapsed_s = time.monotonic() - started
+        for _ in applied:  # one observation per entry: the entries applied together share their time
+            self.metrics.applied(elapsed_s / len(applied))
+        self._set_applied(entries[-1][0])
+        self._count_log_bytes(sum(applied))
+        self._last_pass_end = time.monotonic()
+
+    def _count_pass(self, entries: int, proposals: int, steps: int) -> None:
+        counts = self.apply_counts
+        counts["passes"] += 1
+        counts["entries"] += entries
+        counts["proposals"] += proposals
+        counts["steps"] += steps
+
+    @staticmethod
+    def _decoded(index: int, data: bytes) -> list[Proposal]:
         try:
-            proposals = decode_entry(data)
+            return decode_entry(data)
         except CorruptEntry as exc:
             log.critical("log entry %d is corrupt (%s); stopping the node", index, exc)
             exit_now(EXIT_CORRUPT_LOG)
-        started = time.monotonic()
-        if any(not isinstance(p.op, Barrier) for p in proposals):  # read barriers change nothing
-            self._mark_dirty(index)
-        for step in state_machine.steps(proposals):  # one proposal, or a run merged into one Chroma call
-            for proposal, outcome in zip(step, self._apply_until_done(step, index)):
-                self._resolve(proposal.rid, outcome.index, outcome.result)
-        self.metrics.applied(time.monotonic() - started)
-        self._set_applied(index)
-        self._count_log_bytes(len(data))
 
     def _count_log_bytes(self, entry_bytes: int) -> None:
         """Bound the log by bytes too: a few big batches must not keep gigabytes in the journal
@@ -328,26 +395,26 @@ class Node:
             self._snapshot_forced = True
             self.replication.force_snapshot()
 
-    def _apply_until_done(self, step: list[Proposal], index: int) -> list[state_machine.Outcome]:
+    def _apply_until_done(self, step: list[Proposal], indexes: list[int]) -> list[state_machine.Outcome]:
         """A committed op must be applied here eventually: retry environmental failures
         (disk full...) with backoff instead of recording a result the other replicas lack;
         stop on a failure that cannot be classified (see docs/OPERATIONS.md)."""
         delay_s = _APPLY_RETRY_MIN_S
         while True:
             try:
-                outcomes = state_machine.apply_step(self.store, step, index)
+                outcomes = state_machine.apply_step(self.store, step, indexes)
                 self.apply_error = None
                 return outcomes
             except StoreUnavailable as exc:
                 if self.apply_error != str(exc):
-                    log.error("cannot apply entry %d, will retry until it succeeds: %s", index, exc)
+                    log.error("cannot apply entry %s, will retry until it succeeds: %s", _span(indexes), exc)
                 self.apply_error = str(exc)
                 time.sleep(delay_s)  # backoff while the disk is full, not synchronisation
                 delay_s = min(delay_s * 2, _APPLY_RETRY_MAX_S)
             except StoreFault as exc:
-                log.critical("entry %d (%s) failed in Chroma with a healthy disk, an outcome that cannot be "
+                log.critical("entry %s (%s) failed in Chroma with a healthy disk, an outcome that cannot be "
                              "classified; stopping the node rather than record it: %s",
-                             index, "+".join(sorted({type(p.op).__name__ for p in step})), exc)
+                             _span(indexes), "+".join(sorted({type(p.op).__name__ for p in step})), exc)
                 exit_now(EXIT_APPLY_FAULT)
 
     def _set_applied(self, index: int) -> None:
@@ -395,9 +462,10 @@ class Node:
         self.metrics.snapshot("install", time.monotonic() - started)
         self._set_applied(header["index"])
 
-    def _resolve(self, rid: bytes | None, index: int, result: Result) -> None:
-        if rid is not None:
-            self._call_in_loop(self._finish_request, rid, index, result)
+    def _resolve(self, answers: list[tuple[bytes, int, Result]]) -> None:
+        """Answer a step's waiting writes: (waiter id, index, result) each, one hop to the loop."""
+        if answers:
+            self._call_in_loop(self._finish_requests, answers)
 
     def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -405,10 +473,11 @@ class Node:
         except RuntimeError:  # loop closed during shutdown
             pass
 
-    def _finish_request(self, rid: bytes, index: int, result: Result) -> None:
-        future = self._waiters.get(rid)
-        if future is not None and not future.done():
-            future.set_result((index, result))
+    def _finish_requests(self, answers: list[tuple[bytes, int, Result]]) -> None:
+        for rid, index, result in answers:
+            future = self._waiters.get(rid)
+            if future is not None and not future.done():
+                future.set_result((index, result))
 
     # ------------------------------------------------------------------ writes
 
@@ -673,6 +742,7 @@ class Node:
             "pending_writes": len(self._waiters),
             "group_commit": {"entries": getattr(self._group_commit, "entries_proposed", 0),
                              "writes": getattr(self._group_commit, "writes_proposed", 0)},
+            "applier": dict(self.apply_counts),
             "pending_reads": self._pending_reads,
             "index_waiters": len(self._index_waiters),
             "apply_error": self.apply_error,
@@ -710,6 +780,10 @@ def _leader_usable(status: Any) -> bool:
 def _settle(future: asyncio.Future[Any], outcome: Any, failed: bool = False) -> None:
     if not future.done():  # the caller may have gone away
         future.set_exception(outcome) if failed else future.set_result(outcome)
+
+
+def _span(indexes: list[int]) -> str:
+    return str(indexes[0]) if indexes[0] == indexes[-1] else f"{indexes[0]}-{indexes[-1]}"
 
 
 def _size(path: Path) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from raftchroma.command import (
     Barrier, CreateCollection, CreateDatabase, CreateTenant, DeleteCollection, DeleteDatabase, DeleteRecords,
@@ -202,19 +202,23 @@ _HANDLERS: dict[type, Callable[[StateStore, Any], Result]] = {
 }
 
 
-# ---------------------------------------------------------------- an entry's proposals in steps
+# ---------------------------------------------------------------- proposals in steps
 #
 # Group commit (group_commit.py) puts concurrent writes into one entry. Each keeps its own
 # proposal and answer, but a run of record writes to one collection (adds, or upserts) can be
-# given to Chroma as one call, which costs far less than one call per write. A step is what the
-# node applies (and retries while the machine fails) as a unit: one proposal, or such a run.
+# given to Chroma as one call, which costs far less than one call per write (a Chroma call has a
+# fixed cost of several ms, a record in it well under one). A step is what the node applies (and
+# retries while the machine fails) as a unit: one proposal, or such a run. The node gives `steps`
+# the proposals of one entry, or of several consecutive entries when its applier is behind: a run
+# may span entries, because merging never changes an outcome (see `_joins`), so how the
+# proposals are cut decides only how many Chroma calls they take.
 
 
 MAX_RECORDS_PER_CALL = CHROMA_MAX_BATCH_SIZE  # a larger merged call would be refused: every replica would stop
 
 
 def steps(proposals: list[Proposal]) -> list[list[Proposal]]:
-    """The entry's proposals in order, cut into steps; a run is merged only when merging cannot
+    """The proposals in log order, cut into steps; a run is merged only when merging cannot
     change any write's outcome (see `_joins`)."""
     result: list[list[Proposal]] = []
     run_ids: set[str] = set()
@@ -249,22 +253,24 @@ def _joins(first: Proposal, proposal: Proposal, run_ids: set[str]) -> bool:
             and run_ids.isdisjoint(b.ids))
 
 
-def apply_step(store: StateStore, step: list[Proposal], index: int) -> list[Outcome]:
+def apply_step(store: StateStore, step: list[Proposal], index: int | Sequence[int]) -> list[Outcome]:
     """Apply one step: a single proposal as `apply` does; a run as one Chroma call when every write
     in it would be accepted, each answered as it would be alone. If Chroma refuses the merged call
-    (it changed nothing), each write is applied on its own, so each gets its own answer."""
+    (it changed nothing), each write is applied on its own, so each gets its own answer.
+    `index` is the log index of the step's entry, or one per proposal when the step spans entries."""
+    indexes = [index] * len(step) if isinstance(index, int) else list(index)
     if len(step) == 1:
-        return [apply(store, step[0], index)]
+        return [apply(store, step[0], indexes[0])]
     first = step[0].op
     current = store.collection(first.tenant, first.database, first.collection_id)
     if current is None or current.dimension not in (None, first.embeddings["dim"]):
-        return [apply(store, proposal, index) for proposal in step]  # each gets the same refusal
+        return [apply(store, proposal, at) for proposal, at in zip(step, indexes)]  # each gets the same refusal
     try:
         store.write_records(_merged([proposal.op for proposal in step]))
     except Refused:
-        return [apply(store, proposal, index) for proposal in step]
+        return [apply(store, proposal, at) for proposal, at in zip(step, indexes)]
     status = 201 if first.kind == "add" else 200
-    return [Outcome(index, Result(status, {})) for _ in step]
+    return [Outcome(at, Result(status, {})) for at in indexes]
 
 
 def _merged(ops: list[WriteRecords]) -> WriteRecords:
