@@ -320,7 +320,7 @@ def restore(archive: Path, config: ClusterConfig, node_ids: tuple[str, ...] = ()
     from raftchroma.replication import SNAPSHOT_FILE_NAME, membership_of_config, restored_raft_meta  # PySyncObj
 
     info = verify_archive(archive)
-    targets = [config.node(i) for i in node_ids] if node_ids else list(config.nodes)
+    targets = [config.node(i) for i in node_ids] if node_ids else [n for n in config.nodes if not n.join]
     for node in targets:
         _check_target(node, force)
     raft_meta = restored_raft_meta(info.metadata["index"], membership_of_config(config))

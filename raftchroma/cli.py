@@ -534,7 +534,7 @@ def backup(dest: str, url: str | None, config_path: str, token: str | None, cace
 @main.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @click.option("--config", "config_path", default="cluster.toml", show_default=True, help="The NEW cluster's file.")
-@click.option("--node", "node_ids", multiple=True, help="Restore only this node (repeatable; default: all).")
+@click.option("--node", "node_ids", multiple=True, help="Restore only this node (repeatable; default: all but `join = true` nodes, which join the restored cluster later).")
 @click.option("--force", is_flag=True, help="Replace the raftchroma data already in a node's data_dir.")
 def restore(archive: str, config_path: str, node_ids: tuple[str, ...], force: bool) -> None:
     """Lay out ARCHIVE as the data of a new cluster: start its nodes afterwards.
@@ -696,8 +696,15 @@ def _change_membership(config: ClusterConfig, context: ssl.SSLContext | None, to
         except _Refused as exc:
             if exc.body.get("error") == "NotLeader" and attempt == 0:
                 continue
-            _fail(f"{leader['id']} refused: {exc.code} {exc.body.get('error')}: {exc.body.get('message')}", EXIT_FAILED)
+            _fail(_refusal(leader["id"], exc), EXIT_FAILED)
     raise AssertionError("unreachable")
+
+
+def _refusal(node_id: str, exc: _Refused) -> str:
+    """A refusal is definite; a 504 is not (the change may still commit: look before retrying)."""
+    verb = "could not confirm the change (it may still commit; see `raftchroma status`)" if exc.code == 504 \
+        else "refused"
+    return f"{node_id} {verb}: {exc.code} {exc.body.get('error')}: {exc.body.get('message')}"
 
 
 def _describe_members(members: list[dict[str, Any]]) -> str:
@@ -718,6 +725,7 @@ def cluster_add(node_id: str, raft_address: str, http_address: str, promote: boo
     log (a snapshot first when it is far behind) and serves reads, but does not vote until promoted."""
     config = _load(config_path)
     context = client_ssl(config, cacert, cert, key)
+    _refuse_a_node_with_a_past(config, context, node_id, http_address)
     answer = _change_membership(config, context, token, "POST", "/raftchroma/members",
                                 {"id": node_id, "raft": raft_address, "http": http_address})
     click.echo(f"added {node_id} as a non-voter at index {answer['index']}; members: {_describe_members(answer['members'])}")
@@ -725,6 +733,19 @@ def cluster_add(node_id: str, raft_address: str, http_address: str, promote: boo
         _promote_when_caught_up(config, context, token, node_id, wait_s)
     else:
         click.echo(f"promote it once it has caught up: raftchroma cluster promote {node_id}")
+
+
+def _refuse_a_node_with_a_past(config: ClusterConfig, context: ssl.SSLContext | None, node_id: str,
+                               http_address: str) -> None:
+    """A node whose term is above the leader's (a removed node that kept campaigning, or one started
+    outside the cluster) would ignore the leader's appends for good: like etcd, re-add only from
+    an empty data dir."""
+    scheme = "https" if config.tls is not None else "http"
+    joiner, leader = fetch_status(f"{scheme}://{http_address}", context=context), _leader_row(config, context)
+    if joiner is not None and joiner.get("term", 0) > leader.get("term", 0):
+        _fail(f"{node_id} is at term {joiner['term']}, above the leader's {leader['term']}: it has data from an earlier "
+              f"membership (removed, or started outside this cluster) and would never follow the leader. Stop it, "
+              f"empty its data_dir, start it with --join, then add it.", EXIT_FAILED)
 
 
 @cluster.command(name="promote")
@@ -748,16 +769,21 @@ def _promote_when_caught_up(config: ClusterConfig, context: ssl.SSLContext | Non
     show how far it is and ask again, until `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
-        leader = _leader_row(config, context)
+        leaders = [r for r in cluster_status(config, context) if r.get("role") == "leader"]
+        if len(leaders) != 1:  # an election in progress: wait for its outcome like for a catch-up
+            if time.monotonic() >= deadline:
+                _fail("no node answers as the leader now; see `raftchroma status`", EXIT_FAILED)
+            click.echo("waiting: no leader right now", err=True)
+            time.sleep(PROMOTE_POLL_S)  # a CLI waiting on an operator's cluster, not synchronisation in a test
+            continue
         try:
-            answer = _call(leader["url"], "POST", f"/raftchroma/members/{node_id}/promote", {}, token, context)
+            answer = _call(leaders[0]["url"], "POST", f"/raftchroma/members/{node_id}/promote", {}, token, context)
             break
         except _Refused as exc:
-            message = str(exc.body.get("message", ""))
             if not _worth_waiting(exc.body) or time.monotonic() >= deadline:
-                _fail(f"{leader['id']} refused: {exc.code} {exc.body.get('error')}: {message}", EXIT_FAILED)
-            click.echo(f"waiting: {message}", err=True)
-            time.sleep(PROMOTE_POLL_S)  # a CLI waiting on an operator's cluster, not synchronisation in a test
+                _fail(_refusal(leaders[0]["id"], exc), EXIT_FAILED)
+            click.echo(f"waiting: {exc.body.get('message', '')}", err=True)
+            time.sleep(PROMOTE_POLL_S)
     click.echo(f"promoted {node_id} at index {answer['index']}; members: {_describe_members(answer['members'])}")
 
 
@@ -766,7 +792,7 @@ def _worth_waiting(body: dict[str, Any]) -> bool:
     change is committing, or leadership moved."""
     message = str(body.get("message", ""))
     return body.get("error") == "NotLeader" or any(
-        reason in message for reason in ("is behind", "not connected", "not yet committed", "retry in a moment"))
+        reason in message for reason in ("is behind", "not connected", "not yet committed", "retry"))
 
 
 @cluster.command(name="remove")

@@ -103,10 +103,22 @@ def _check_unique(members: Sequence[Member]) -> None:
 # ------------------------------------------------------------------ the log entry
 
 
-def encode_entry(membership: Membership, change: dict[str, Any]) -> bytes:
-    """The log entry (PySyncObj's MEMBERSHIP kind, msgpack payload) that puts `membership` in force."""
-    payload = {"v": ENTRY_VERSION, "members": membership.to_json(), "change": change}
+def encode_entry(membership: Membership, change: dict[str, Any], term: int = 0, base_index: int = 0) -> bytes:
+    """The log entry (PySyncObj's MEMBERSHIP kind, msgpack payload) that puts `membership` in force,
+    planned by the leader of `term` from the membership put in force at `base_index`: the leader
+    appends it only if both still hold (`still_planned`)."""
+    payload = {"v": ENTRY_VERSION, "members": membership.to_json(), "change": change, "term": term,
+               "base": base_index}
     return MEMBERSHIP_COMMAND_BYTE + msgpack.packb(payload, use_bin_type=True)
+
+
+def planned_from(command: bytes) -> tuple[int, int] | None:
+    """(term, base index) a membership entry was planned at; None if it is not one of ours."""
+    if decode_entry(command) is None:
+        return None
+    payload = msgpack.unpackb(command[1:], raw=False)
+    term, base = payload.get("term"), payload.get("base")
+    return (term, base) if isinstance(term, int) and isinstance(base, int) else None
 
 
 def decode_entry(command: bytes) -> Membership | None:

@@ -390,7 +390,8 @@ class _StateMachine(SyncObj):
         self.membership = MembershipLog(base_membership or Membership.of(
             Member(a, a, a) for a in [self_address, *peers]), self._on_membership_change, base_index)
         self._membership_requests: deque[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = deque()
-        self._membership_queued = False  # a change was handed to PySyncObj and is not yet in the log
+        self._membership_queued: tuple[int, int, float] | None = None  # (term, base index, when): handed to
+        # PySyncObj and not yet in the log; forgotten after MEMBERSHIP_QUEUE_S (it was lost: an append failed)
         if conf.journalFile:
             _membership_logs[conf.journalFile] = self.membership  # _create_journal feeds it the journal
         self._leader_seen: tuple[str, int] | None = None  # (address, term) of the last leader seen
@@ -467,11 +468,31 @@ class _StateMachine(SyncObj):
             self._apply_raw(b"")
         return result
 
+    # PySyncObj's dynamic membership hooks (dynamicMembershipChange is on only so that the leader
+    # calls `__changeCluster` right before it appends a membership entry): its own membership
+    # bookkeeping is replaced by membership.py, so the other three hooks do nothing.
+
     def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> Any:  # noqa: N802 (PySyncObj's name)
-        if command[:1] == _MEMBERSHIP_BYTE and not _pickle_is_inert(command[1:]):
-            log.error("raft: ignoring a membership entry that would unpickle objects")
+        """Ours: (term, base index) it was planned at. PySyncObj's own (pickled) membership entries
+        were never written by raftchroma and are ignored; any other kind is not a membership change."""
+        if command[:1] != _MEMBERSHIP_BYTE:
             return None
-        return super()._SyncObj__parseChangeClusterRequest(command)  # type: ignore[misc]
+        return membership.planned_from(bytes(command))
+
+    def _SyncObj__changeCluster(self, request: tuple[int, int]) -> bool:  # noqa: N802 (PySyncObj's name)
+        """The leader, right before appending a planned membership entry: still the term it was
+        planned in, no other membership entry since its base, the previous change committed and an
+        entry of this term committed. Else PySyncObj answers REQUEST_DENIED and appends nothing."""
+        term, base_index = request
+        commit = int(self._SyncObj__raftCommitIndex)  # type: ignore[attr-defined]
+        return (self._isLeader() and term == self._getTerm() and base_index == self.membership.last_change_index
+                and self.membership.last_change_index <= commit and self._read_view.committed_in_term())
+
+    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:  # noqa: N802
+        return True  # the journal already told membership.py (MembershipLog), truncations included
+
+    def _SyncObj__updateClusterConfiguration(self, newNodes: Any) -> None:  # noqa: N802,N803
+        pass  # a loaded snapshot's membership is set by Replication._deserialize
 
     def _SyncObj__getEntries(self, fromIDx: int, count: int | None = None,  # noqa: N802,N803 (PySyncObj's names)
                              maxSizeBytes: int | None = None) -> list[Any]:  # noqa: N803
@@ -593,8 +614,12 @@ class _StateMachine(SyncObj):
         if kind in ("request_vote", "timeout_now") and not self.voter:
             return False
         if kind == "apply_command" and not _forwardable(message):
-            log.error("raft: dropping a forwarded proposal from %s that is not a regular entry", self._describe(
+            log.error("raft: refusing a forwarded proposal from %s that is not a regular entry", self._describe(
                 getattr(node, "address", None)))
+            if "request_id" in message:  # a definite answer, so the sender does not wait out its timeout
+                self._SyncObj__transport.send(node, {"type": "apply_command_response",  # type: ignore[attr-defined]
+                                                     "request_id": message["request_id"],
+                                                     "error": FAIL_REASON.REQUEST_DENIED})
             return False
         return not (kind in ("request_vote", "response_vote") and node not in voters)
 
@@ -615,7 +640,7 @@ class _StateMachine(SyncObj):
         mine = new.by_raft(me)
         self.member, self.voter = mine is not None, mine is not None and mine.voter
         self._names.update({m.raft: m.id for m in new.members})
-        self._membership_queued = False
+        self._membership_queued = None
         if old != new:
             log.info("raft membership now: %s (this node: %s)", ", ".join(
                 f"{m.id}{'' if m.voter else ' (non-voter)'}" for m in new.members),
@@ -649,17 +674,34 @@ class _StateMachine(SyncObj):
         except membership.MembershipRefused as exc:
             callback({"outcome": "refused", "message": str(exc)})
             return
-        self._membership_queued = True
+        term, base_index = self._getTerm(), self.membership.last_change_index
+        self._membership_queued = (term, base_index, time.monotonic())
 
         def done(_result: Any, err: int) -> None:
-            self._membership_queued = False
+            self._membership_queued = None
             if err == SUCCESS:
                 callback({"outcome": "committed", "index": self.membership.last_change_index,
                           "members": new.to_json(), "message": ""})
+            elif err == FAIL_REASON.REQUEST_DENIED:  # __changeCluster: leadership or the membership moved
+                callback({"outcome": "refused", "message": "the leadership or the membership changed before the "
+                          "change was written; nothing was changed, retry"})
             else:
                 callback({"outcome": "failed", "reason": int(err), "message": FAIL_REASON_NAMES.get(err, str(err))})
 
-        self._applyCommand(membership.encode_entry(new, change)[1:], done, _COMMAND_MEMBERSHIP)
+        self._applyCommand(membership.encode_entry(new, change, term, base_index)[1:], done, _COMMAND_MEMBERSHIP)
+
+    def _change_queued(self) -> bool:
+        """A planned change not yet in the log, in this term (a lost one is forgotten after
+        MEMBERSHIP_QUEUE_S; `__changeCluster` refuses a stale plan anyway)."""
+        queued = self._membership_queued
+        if queued is None:
+            return False
+        term, base_index, at = queued
+        if term != self._getTerm() or base_index != self.membership.last_change_index \
+                or time.monotonic() - at > MEMBERSHIP_QUEUE_S:
+            self._membership_queued = None
+            return False
+        return True
 
     def _leader_view(self) -> membership.LeaderView:
         current = self.membership.current
@@ -670,7 +712,7 @@ class _StateMachine(SyncObj):
         return membership.LeaderView(
             self_id=by_address.get(self._self_address, self._self_address), commit_index=commit,
             committed_in_term=self._read_view.committed_in_term(),
-            change_pending=self._membership_queued or self.membership.last_change_index > commit,
+            change_pending=self._change_queued() or self.membership.last_change_index > commit,
             match_index={by_address[n.address]: int(i) for n, i in list(match.items()) if n.address in by_address},
             connected=frozenset(by_address[n.address] for n in list(connected) if n.address in by_address))
 
@@ -738,6 +780,7 @@ class _ReadView:
 
 _COMMAND_REGULAR = 0  # PySyncObj's _COMMAND_TYPE values (the first byte of a log entry)
 _COMMAND_MEMBERSHIP = 2
+MEMBERSHIP_QUEUE_S = 5.0  # a planned membership change not in the log after this long was lost
 _REGULAR_BYTE = b"\x00"
 _MEMBERSHIP_BYTE = b"\x02"
 _PICKLE_START = b"\x80"  # every pickle of protocol 2 or later; our msgpack entries start with a map
@@ -848,7 +891,7 @@ def build_conf(config: ClusterConfig, node: NodeConfig, hooks: dict[str, Any] | 
         bindAddress=node.raft_bind_address,  # `raft_listen`, else only the advertised address's interface
         dnsCacheTime=5.0,  # containers come back with new addresses
         dnsFailCacheTime=1.0,
-        dynamicMembershipChange=False,
+        dynamicMembershipChange=True,  # only for the leader's __changeCluster check: see _StateMachine
     )
 
 
@@ -979,14 +1022,14 @@ class Replication:
     def _defer_compaction(self, compact_to_index: int) -> bool:
         """A leader does not compact past a connected follower that is merely a little behind,
         so that an in-sync follower is never pushed into a full snapshot install (hazard 7)."""
-        raw = self._raft.getStatus()
-        if raw.get("state") != 2 or raw.get("log_len", 0) >= 4 * self._min_entries:
+        raft = self._raft
+        if not raft._isLeader() or len(raft._SyncObj__raftLog) >= 4 * self._min_entries:  # type: ignore[attr-defined]
             return False
-        for address in self._id_to_address.values():
-            connected = raw.get("partner_node_status_server_" + address) == 2
-            if connected and raw.get("match_idx_server_" + address, 0) < compact_to_index:
-                return True
-        return False
+        connected = raft._SyncObj__connectedNodes  # type: ignore[attr-defined]
+        match = raft._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
+        # Tick thread: voters and non-voters alike (getStatus reports non-voters under other keys).
+        return any(node in connected and match.get(node, 0) < compact_to_index
+                   for node in raft._SyncObj__otherNodes | raft._SyncObj__readonlyNodes)  # type: ignore[attr-defined]
 
     def _deserialize(self, path: str) -> tuple[Any, Any, Any]:
         """PySyncObj's deserializer hook (tick thread): verify and queue; the applier installs.
@@ -1000,7 +1043,7 @@ class Replication:
             if self._on_fatal is not None:
                 self._on_fatal(f"the snapshot {path} could not be installed: {exc!r}")
             raise
-        # PySyncObj reads the third element only with dynamicMembershipChange (off: membership.py decides).
+        # PySyncObj hands the third element to __updateClusterConfiguration, a no-op: membership.py decides.
         return _entry_from_json(meta["last"]), _entry_from_json(meta["prev"]), set()
 
     def force_snapshot(self) -> None:
@@ -1145,15 +1188,20 @@ def bootstrap_membership(config: ClusterConfig, node: NodeConfig, join: bool = F
     path = Path(node.data_dir) / MEMBERSHIP_FILE_NAME
     if path.exists():
         return Membership.from_json(json.loads(path.read_text()))
-    members = membership_of_config(config, without=node.id if join else None)
+    joining = join or node.join
+    members = membership_of_config(config, without=node.id if joining else None, joiners_as_non_voters=joining)
     snapshot.write_json_atomically(path, members.to_json())
     return members
 
 
-def membership_of_config(config: ClusterConfig, without: str | None = None) -> Membership:
-    """cluster.toml's nodes as members, but those marked `join` (`without`: nor that one)."""
-    return Membership.of(Member(n.id, n.raft_address, f"{n.http_host}:{n.http_port}", n.voter)
-                         for n in config.nodes if n.id != without and not n.join)
+def membership_of_config(config: ClusterConfig, without: str | None = None,
+                         joiners_as_non_voters: bool = False) -> Membership:
+    """cluster.toml's nodes as members, but those marked `join` (`without`: nor that one). A node
+    that joins itself counts the other `join` nodes as non-voters instead: they may have joined
+    (and lead) by now, and it accepts Raft connections only from nodes it knows; the log it
+    receives then says who the members really are."""
+    return Membership.of(Member(n.id, n.raft_address, f"{n.http_host}:{n.http_port}", n.voter and not n.join)
+                         for n in config.nodes if n.id != without and (joiners_as_non_voters or not n.join))
 
 
 def membership_of_snapshot(raft_meta: dict[str, Any], config: ClusterConfig) -> Membership:

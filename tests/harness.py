@@ -100,6 +100,7 @@ class NodeProcess:
     process: subprocess.Popen[bytes] | None = None
     ssl_context: ssl.SSLContext | None = None  # set: the node serves https ([tls]), verified with this
     voter: bool = True  # false: written as `voter = false` (a non-voting read replica from its first start)
+    join: bool = False  # true: written as `join = true` (not in the bootstrap membership: added later)
 
     @property
     def url(self) -> str:
@@ -143,6 +144,8 @@ class Cluster:
                       f'http = "127.0.0.1:{node.http_port}"', f'data_dir = "data/{node.node_id}"']
             if not node.voter:
                 lines.append("voter = false")
+            if node.join:
+                lines.append("join = true")
         lines.append(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 
@@ -201,13 +204,14 @@ class Cluster:
     def node(self, node_id: str) -> NodeProcess:
         return self.nodes[node_id]
 
-    def new_node(self, node_id: str) -> NodeProcess:
-        """A node for a running cluster (free ports, its own data dir), written into cluster.toml.
-        The members keep the membership they started with (data_dir/membership.json); start it with
-        `args=("--join",)` and add it with `raftchroma cluster add`."""
+    def new_node(self, node_id: str, join: bool = False) -> NodeProcess:
+        """A node for a running cluster (free ports, its own data dir), written into cluster.toml
+        (`join`: marked `join = true`). The members keep the membership they started with
+        (data_dir/membership.json); start it with `args=("--join",)` (or `join`) and add it with
+        `raftchroma cluster add`."""
         http_port, raft_port = free_ports(2)
         node = NodeProcess(node_id, http_port, raft_port, self.root / f"{node_id}.log",
-                           ssl_context=next(iter(self.nodes.values())).ssl_context)
+                           ssl_context=next(iter(self.nodes.values())).ssl_context, join=join)
         self.nodes[node_id] = node
         self.write_config(*self._config_keys)
         return node

@@ -11,7 +11,7 @@ import pytest
 
 from raftchroma.membership import (
     ENTRY_VERSION, MEMBERSHIP_COMMAND_BYTE, LeaderView, Member, Membership, MembershipLog, MembershipRefused,
-    decode_entry, describe_change, encode_entry, plan_change,
+    decode_entry, describe_change, encode_entry, plan_change, planned_from,
 )
 
 
@@ -127,7 +127,7 @@ def test_encode_decode_round_trip_and_describe_change() -> None:
     entry = encode_entry(membership, change)
     assert entry[:1] == MEMBERSHIP_COMMAND_BYTE
     assert msgpack.unpackb(entry[1:], raw=False) == {"v": ENTRY_VERSION, "members": membership.to_json(),
-                                                     "change": change}
+                                                     "change": change, "term": 0, "base": 0}
     assert decode_entry(entry) == membership
     assert describe_change(entry) == change
 
@@ -280,3 +280,10 @@ def test_a_node_whose_raft_status_is_not_yet_known_claims_no_membership() -> Non
 
     assert (UNKNOWN_STATUS.role, UNKNOWN_STATUS.member, UNKNOWN_STATUS.voter, UNKNOWN_STATUS.members) == \
         ("unknown", False, False, [])
+
+
+def test_an_entry_records_the_term_and_the_membership_it_was_planned_from() -> None:
+    entry = encode_entry(FOUR, {"op": "add", "id": "n4"}, term=7, base_index=12)
+    assert (decode_entry(entry), planned_from(entry)) == (FOUR, (7, 12))
+    assert planned_from(b"\x00" + entry[1:]) is None  # a regular entry is not a membership change
+    assert planned_from(entry[:-3]) is None  # nor is a truncated one
