@@ -269,6 +269,33 @@ def test_k8s_configmap_nodes_are_the_pods_and_bind_what_the_env_says(tmp_path: P
         assert (bound.raft_bind_address, bound.http_bind) == (f"0.0.0.0:{RAFT_PORT}", ("0.0.0.0", API_PORT))
 
 
+def test_k8s_scale_up_as_documented_adds_a_join_node_the_members_leave_out(tmp_path: Path) -> None:
+    """docs/OPERATIONS.md ("Membership", Kubernetes): add a `join = true` table for the next ordinal,
+    raise `replicas`, then `raftchroma cluster add ... --promote`. The file still parses, the pods
+    already running do not count the new one (their bootstrap), the new pod knows them all, and the
+    command line the docs give parses."""
+    from raftchroma.replication import membership_of_config
+
+    sts = one("StatefulSet")
+    name, peers = sts["metadata"]["name"], sts["spec"]["serviceName"]
+    new_id = f"{name}-{sts['spec']['replicas']}"
+    grown = one("ConfigMap", "raftchroma-config")["data"]["cluster.toml"] + (
+        f'\n[[node]]\nid = "{new_id}"\nraft = "{new_id}.{peers}:{RAFT_PORT}"\n'
+        f'http = "{new_id}.{peers}:{API_PORT}"\ndata_dir = "{DATA_MOUNT}/{new_id}"\njoin = true\n')
+    path = tmp_path / "cluster.toml"
+    path.write_text(grown)
+    config = load_config(path, environ={})
+    first = [m.id for m in membership_of_config(config).members]
+    assert first == [f"{name}-{i}" for i in range(sts["spec"]["replicas"])]
+    joiner_view = membership_of_config(config, without=new_id, joiners_as_non_voters=True)
+    assert [m.id for m in joiner_view.voters] == first
+    docs = (REPO / "docs" / "OPERATIONS.md").read_text()
+    assert f"raftchroma cluster add raftchroma-3 --raft\n  raftchroma-3.{peers}:{RAFT_PORT} --http raftchroma-3.{peers}:{API_PORT} --promote" in docs
+    params = cli.cluster.commands["add"].make_context("add", [
+        new_id, "--raft", f"{new_id}.{peers}:{RAFT_PORT}", "--http", f"{new_id}.{peers}:{API_PORT}", "--promote"]).params
+    assert (params["raft_address"], params["promote"]) == (f"{new_id}.{peers}:{RAFT_PORT}", True)
+
+
 def selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
