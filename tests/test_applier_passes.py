@@ -151,3 +151,17 @@ def test_an_idle_applier_does_not_wait_for_more_entries(tmp_path: Path, monkeypa
     started = time.monotonic()
     assert node._take_queued_entries(batch) == [] and len(batch) == 1
     assert time.monotonic() - started < 30  # it returned at once instead of gathering for 60 s
+
+
+def test_a_busy_applier_holding_a_large_batch_does_not_wait_for_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large batch is one Chroma call already, and its client waits for the answer before it
+    sends the next: gathering would only delay it."""
+    monkeypatch.setattr(node_module, "APPLY_GATHER_S", 60.0)
+    monkeypatch.setattr(node_module, "APPLY_GATHER_MAX_BYTES", 1)  # any entry is "large"
+    node = make_node(tmp_path)
+    node._last_pass_end = time.monotonic()  # a pass just ended: busy
+    batch = [(2, encode_entry([write("upsert", ["a"])]))]
+    started = time.monotonic()
+    assert node._take_queued_entries(batch) == [] and len(batch) == 1
+    assert time.monotonic() - started < 30  # it returned at once instead of gathering for 60 s
