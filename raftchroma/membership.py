@@ -260,20 +260,18 @@ class MembershipLog:
 
     def change_index_at(self, index: int) -> int:
         """The index of the membership entry in force at `index` (0: the bootstrap's)."""
-        found = self.base_index
-        for config_index, _ in self._configs:
-            if config_index > index:
-                break
-            found = config_index
-        return found
+        return self._in_force_at(index)[0]
 
     def at(self, index: int) -> Membership:
         """The membership in force once the log up to `index` is applied."""
-        found = self.base
-        for config_index, membership in self._configs:
-            if config_index > index:
+        return self._in_force_at(index)[1]
+
+    def _in_force_at(self, index: int) -> tuple[int, Membership]:
+        found = (self.base_index, self.base)
+        for config in self._configs:
+            if config[0] > index:
                 break
-            found = membership
+            found = config
         return found
 
     def load(self, entries: Iterable[tuple[bytes, int, int]]) -> None:
