@@ -25,6 +25,11 @@ Owns: one PySyncObj `SyncObj` per node, its tuning, and the hazards recorded in
   decides what an append may change; `_StateMachine` feeds PySyncObj only messages for which
   its own code then does exactly that. Leader changes and truncations are logged and counted.
 
+- membership (raftchroma/membership.py decides): voters are PySyncObj's `otherNodes`, non-voters
+  its `readonlyNodes`, set from the membership entry in force whenever the journal changes; a
+  non-voter never campaigns or votes. PySyncObj's own dynamic membership (pickled nodes, no
+  one-change-at-a-time rule) is not used: of its hooks only `__changeCluster` runs our check.
+
 The log itself (entries, term, vote) lives in our DurableJournal (raftchroma/journal.py:
 checksummed, fsynced), installed through PySyncObj's module-level `createJournal` seam,
 because PySyncObj's own journal never fsyncs.
@@ -97,7 +102,7 @@ class RaftStatus:
     members: list[dict[str, Any]] = field(default_factory=list)  # the membership in force (membership.Member.to_json)
     voter: bool = True  # this node votes (false: a non-voter, or not a member at all)
     member: bool = True  # this node is in the membership in force (false: not yet added, or removed)
-    membership_index: int = 0  # the log index of the last membership entry (0: the bootstrap's or snapshot's)
+    membership_index: int = 0  # the log index of the membership entry in force (0: the bootstrap's)
 
 
 def _snapshot_chunk(message: Any) -> Any:
