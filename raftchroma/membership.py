@@ -23,9 +23,10 @@ Why shaped so (Raft thesis §4.1, single-server changes; etcd's learners):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import msgpack
 
@@ -106,7 +107,7 @@ def _check_unique(members: Sequence[Member]) -> None:
 def encode_entry(membership: Membership, change: dict[str, Any], term: int = 0, base_index: int = 0) -> bytes:
     """The log entry (PySyncObj's MEMBERSHIP kind, msgpack payload) that puts `membership` in force,
     planned by the leader of `term` from the membership put in force at `base_index`: the leader
-    appends it only if both still hold (`still_planned`)."""
+    appends it only if both still hold (replication's `__changeCluster` check, `planned_from`)."""
     payload = {"v": ENTRY_VERSION, "members": membership.to_json(), "change": change, "term": term,
                "base": base_index}
     return MEMBERSHIP_COMMAND_BYTE + msgpack.packb(payload, use_bin_type=True)
@@ -114,16 +115,28 @@ def encode_entry(membership: Membership, change: dict[str, Any], term: int = 0, 
 
 def planned_from(command: bytes) -> tuple[int, int] | None:
     """(term, base index) a membership entry was planned at; None if it is not one of ours."""
-    if decode_entry(command) is None:
+    decoded = _decoded(command)
+    if decoded is None:
         return None
-    payload = msgpack.unpackb(command[1:], raw=False)
-    term, base = payload.get("term"), payload.get("base")
+    term, base = decoded[0].get("term"), decoded[0].get("base")
     return (term, base) if isinstance(term, int) and isinstance(base, int) else None
 
 
 def decode_entry(command: bytes) -> Membership | None:
     """The membership a log entry puts in force; None if it is not one of ours (PySyncObj's own
     pickled membership entries, or anything malformed: skipped alike on every replica)."""
+    decoded = _decoded(command)
+    return None if decoded is None else decoded[1]
+
+
+def describe_change(command: bytes) -> dict[str, Any]:
+    decoded = _decoded(command)
+    change = decoded[0].get("change") if decoded is not None else None
+    return change if isinstance(change, dict) else {}
+
+
+def _decoded(command: bytes) -> tuple[dict[str, Any], Membership] | None:
+    """(payload, membership) of one of our membership entries, checked; else None."""
     if command[:1] != MEMBERSHIP_COMMAND_BYTE or command[1:2] == b"\x80":  # \x80 starts a pickle
         return None
     try:
@@ -133,15 +146,7 @@ def decode_entry(command: bytes) -> Membership | None:
         membership = Membership.from_json(payload.get("members"))
     except (ValueError, TypeError, msgpack.UnpackException):
         return None
-    return membership if membership.voters else None
-
-
-def describe_change(command: bytes) -> dict[str, Any]:
-    try:
-        change = msgpack.unpackb(command[1:], raw=False).get("change")
-    except Exception:  # noqa: BLE001 (only for logging)
-        return {}
-    return change if isinstance(change, dict) else {}
+    return (payload, membership) if membership.voters else None
 
 
 # ------------------------------------------------------------------ what a leader may propose
@@ -313,18 +318,10 @@ class MembershipLog:
             self.base, self.base_index = membership, change_index
             self._configs = [c for c in self._configs if c[0] > index]
 
-    def _reporting(self) -> "_Report":
-        return _Report(self)
-
-
-class _Report:
-    def __init__(self, log: MembershipLog) -> None:
-        self._log = log
-
-    def __enter__(self) -> None:
-        self._before = self._log.current
-
-    def __exit__(self, *exc: Any) -> None:
-        after = self._log.current
-        if exc[0] is None and after != self._before and self._log.on_change is not None:
-            self._log.on_change(self._before, after)
+    @contextlib.contextmanager
+    def _reporting(self) -> Iterator[None]:
+        """Run `on_change` if the block changed the membership in force."""
+        before = self.current
+        yield
+        if self.current != before and self.on_change is not None:
+            self.on_change(before, self.current)
