@@ -659,11 +659,20 @@ class _Refused(Exception):
         self.code, self.body = code, body
 
 
-def _leader_row(config: ClusterConfig, context: ssl.SSLContext | None) -> dict[str, Any]:
+NO_LEADER = "no node answers as the leader now; see `raftchroma status`"
+
+
+def _leader_or_none(config: ClusterConfig, context: ssl.SSLContext | None) -> dict[str, Any] | None:
+    """The status row of the one node that answers as leader; None if none (or several) do."""
     leaders = [r for r in cluster_status(config, context) if r.get("role") == "leader"]
-    if len(leaders) != 1:
-        _fail("no node answers as the leader now; see `raftchroma status`", EXIT_FAILED)
-    return leaders[0]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def _leader_row(config: ClusterConfig, context: ssl.SSLContext | None) -> dict[str, Any]:
+    leader = _leader_or_none(config, context)
+    if leader is None:
+        _fail(NO_LEADER, EXIT_FAILED)
+    return leader
 
 
 def _call(url: str, method: str, path: str, body: Any, token: str | None, context: ssl.SSLContext | None,
@@ -769,19 +778,19 @@ def _promote_when_caught_up(config: ClusterConfig, context: ssl.SSLContext | Non
     show how far it is and ask again, until `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
-        leaders = [r for r in cluster_status(config, context) if r.get("role") == "leader"]
-        if len(leaders) != 1:  # an election in progress: wait for its outcome like for a catch-up
+        leader = _leader_or_none(config, context)
+        if leader is None:  # an election in progress: wait for its outcome like for a catch-up
             if time.monotonic() >= deadline:
-                _fail("no node answers as the leader now; see `raftchroma status`", EXIT_FAILED)
+                _fail(NO_LEADER, EXIT_FAILED)
             click.echo("waiting: no leader right now", err=True)
             time.sleep(PROMOTE_POLL_S)  # a CLI waiting on an operator's cluster, not synchronisation in a test
             continue
         try:
-            answer = _call(leaders[0]["url"], "POST", f"/raftchroma/members/{node_id}/promote", {}, token, context)
+            answer = _call(leader["url"], "POST", f"/raftchroma/members/{node_id}/promote", {}, token, context)
             break
         except _Refused as exc:
             if not _worth_waiting(exc.body) or time.monotonic() >= deadline:
-                _fail(_refusal(leaders[0]["id"], exc), EXIT_FAILED)
+                _fail(_refusal(leader["id"], exc), EXIT_FAILED)
             click.echo(f"waiting: {exc.body.get('message', '')}", err=True)
             time.sleep(PROMOTE_POLL_S)
     click.echo(f"promoted {node_id} at index {answer['index']}; members: {_describe_members(answer['members'])}")
