@@ -48,7 +48,7 @@ class Member:
     voter: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"id": self.id, "raft": self.raft, "http": self.http, "voter": self.voter}
 
     @classmethod
     def from_json(cls, raw: Any) -> "Member":

@@ -937,6 +937,8 @@ class Replication:
         self._snapshot_lock = threading.Lock()
         self._min_entries = config.raft.snapshot_min_entries
         self._status_lock = threading.Lock()
+        self._members_json_cache: list[dict[str, Any]] = []
+        self._members_json_of: Any = None  # the Membership that _members_json_cache renders
         Path(node.data_dir).mkdir(parents=True, exist_ok=True)
         if config.secret is None:
             log.warning("no cluster secret set: any local process that can reach %s can act as a cluster member "
@@ -1089,11 +1091,18 @@ class Replication:
             truncated_entries=self._raft.truncated_entries,
             truncated_applied_entries=self._raft.truncated_applied_entries,
             peer_match_index=self._match_indexes() if role == "leader" else {},
-            members=self._raft.membership.current.to_json(),
+            members=self._members_json(),
             voter=self._raft.voter,
             member=self._raft.member,
             membership_index=self._raft.membership.last_change_index,
         )
+
+    def _members_json(self) -> list[dict[str, Any]]:
+        """The membership in force as JSON, rebuilt only when it changes (status reads it often)."""
+        current = self._raft.membership.current
+        if self._members_json_of is not current:
+            self._members_json_cache, self._members_json_of = current.to_json(), current
+        return self._members_json_cache
 
     def _match_indexes(self) -> dict[str, int]:
         """The leader's `__raftMatchIndex` for every other member, voters and non-voters."""
@@ -1113,11 +1122,17 @@ class Replication:
         return self._journal.fsync_seconds.state()
 
     def _raw_status(self) -> dict[str, Any]:
-        # getStatus iterates dicts the tick thread mutates; retry the rare collision.
+        """The part of PySyncObj's getStatus() that `status` reads, without the per-peer entries
+        getStatus builds (status is read every STATUS_PERIOD_S). hasQuorum iterates a set the tick
+        thread mutates; retry the rare collision."""
+        raft = self._raft
         with self._status_lock:
             for _ in range(10):
                 try:
-                    return self._raft.getStatus()
+                    return {"state": raft._SyncObj__raftState, "leader": raft._SyncObj__raftLeader,  # type: ignore[attr-defined]
+                            "has_quorum": raft.hasQuorum, "log_len": len(raft._SyncObj__raftLog),  # type: ignore[attr-defined]
+                            "last_applied": raft.raftLastApplied, "commit_idx": raft.raftCommitIndex,
+                            "raft_term": raft.raftCurrentTerm}
                 except RuntimeError:
                     continue
         return {}
