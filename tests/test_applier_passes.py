@@ -119,7 +119,7 @@ def test_a_busy_applier_waits_for_entries_committed_just_after_its_pass_began(
     waits); a busy applier waits for it and applies both with one Chroma call."""
     monkeypatch.setattr(node_module, "APPLY_GATHER_S", 60.0)  # bounded by the test's own queue items
     node = make_node(tmp_path)
-    node._last_pass_end = time.monotonic()  # a pass just ended: busy
+    node._last_pass_end, node._last_pass_entries = time.monotonic(), 2  # a pass of several entries just ended: busy
     first, second = write("upsert", ["a"]), write("upsert", ["b"], seed=1)
     answers = [waiting(node, first), waiting(node, second)]
     node._apply_queue.put(entry(2, first))
@@ -153,6 +153,19 @@ def test_an_idle_applier_does_not_wait_for_more_entries(tmp_path: Path, monkeypa
     assert time.monotonic() - started < 30  # it returned at once instead of gathering for 60 s
 
 
+def test_a_sequential_writer_does_not_wait_for_more_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass just ended, but it took a single entry: one writer waiting for each answer before it
+    sends the next. Gathering would only add the wait to every write."""
+    monkeypatch.setattr(node_module, "APPLY_GATHER_S", 60.0)
+    node = make_node(tmp_path)
+    node._last_pass_end, node._last_pass_entries = time.monotonic(), 1
+    batch = [(2, encode_entry([write("upsert", ["a"])]))]
+    started = time.monotonic()
+    assert node._take_queued_entries(batch) == [] and len(batch) == 1
+    assert time.monotonic() - started < 30  # it returned at once instead of gathering for 60 s
+    assert node._last_pass_entries == 1
+
+
 def test_a_busy_applier_holding_a_large_batch_does_not_wait_for_more(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A large batch is one Chroma call already, and its client waits for the answer before it
@@ -160,7 +173,7 @@ def test_a_busy_applier_holding_a_large_batch_does_not_wait_for_more(
     monkeypatch.setattr(node_module, "APPLY_GATHER_S", 60.0)
     monkeypatch.setattr(node_module, "APPLY_GATHER_MAX_BYTES", 1)  # any entry is "large"
     node = make_node(tmp_path)
-    node._last_pass_end = time.monotonic()  # a pass just ended: busy
+    node._last_pass_end, node._last_pass_entries = time.monotonic(), 2  # a pass of several entries just ended
     batch = [(2, encode_entry([write("upsert", ["a"])]))]
     started = time.monotonic()
     assert node._take_queued_entries(batch) == [] and len(batch) == 1
