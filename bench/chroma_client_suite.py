@@ -271,12 +271,15 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def raft_status(cluster: Cluster) -> dict[str, dict[str, Any] | None]:
-    """term, role, leader and leader_changes of every node (None: it did not answer)."""
+    """term, role, leader, leader_changes and how late the Raft tick ran, of every node (None: it
+    did not answer)."""
     out: dict[str, dict[str, Any] | None] = {}
     for node_id, node in cluster.nodes.items():
         status = node.status(timeout_s=STATUS_TIMEOUT_S)
         out[node_id] = None if status is None else {k: status.get(k) for k in ("term", "role", "leader",
-                                                                                "leader_changes", "commit_index")}
+                                                                                "leader_changes", "commit_index",
+                                                                                "late_ticks",
+                                                                                "longest_tick_overrun_s")}
     return out
 
 

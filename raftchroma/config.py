@@ -134,6 +134,9 @@ class RaftTuning:
     snapshot_max_log_bytes: int = 64 * 1024 * 1024  # ...or once entries since the last snapshot hold this much
     snapshot_interval_s: float = 86_400.0  # ...or once this long has passed since the last snapshot
     snapshot_chunk_bytes: int = 1024 * 1024  # snapshot transfer message size
+    # The node's HTTP and Chroma work runs this many nice levels below its Raft process, so a CPU
+    # busy with Chroma still runs heartbeats and votes first (0: the same priority).
+    store_niceness: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,7 +403,9 @@ def check_token_text(token: str, what: str) -> None:
 
 def _parse_raft(raw: dict[str, Any]) -> RaftTuning:
     defaults = RaftTuning()
-    values = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[raft]") for f in dataclasses.fields(RaftTuning)}
+    values: dict[str, Any] = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[raft]")
+                              for f in dataclasses.fields(RaftTuning) if f.name != "store_niceness"}
+    values["store_niceness"] = _niceness(raw.get("store_niceness", defaults.store_niceness))
     for key in ("max_entry_bytes", "snapshot_min_entries", "snapshot_max_log_bytes", "snapshot_chunk_bytes"):
         values[key] = int(values[key])
     tuning = RaftTuning(**values)
@@ -516,6 +521,12 @@ def _count(table: dict[str, Any], key: str, default: int, where: str) -> int:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _niceness(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise ConfigError(f"[raft]: store_niceness must be a whole number from 0 to 19, got {value!r}")
     return value
 
 

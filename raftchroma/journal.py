@@ -117,9 +117,14 @@ class DurableJournal:
 
     # ------------------------------------------------------------- writing
 
+    injected_fsync_stall_s = 0.0  # TEST ONLY (fault injection): the next fsync first stalls this long
+
     def _fsync(self, fd: int) -> None:
         started = time.monotonic()
+        stall_s, self.injected_fsync_stall_s = self.injected_fsync_stall_s, 0.0
         try:
+            if stall_s:
+                time.sleep(stall_s)  # a slow disk, in the tick thread as a real one would be
             self._fsync_call(fd)
         finally:
             self.fsync_seconds.observe(time.monotonic() - started)

@@ -81,6 +81,7 @@ class RaftSample:
     is_voter: bool = True  # this node votes in the membership in force
     voters: int = 0  # members that vote, in the membership in force here
     non_voters: int = 0
+    late_ticks: int = 0  # Raft ticks that ran more than a heartbeat period late
 
 
 class _RaftCollector:
@@ -95,6 +96,8 @@ class _RaftCollector:
         yield _gauge("is_leader", "1 if this node is the leader, else 0.", int(s.is_leader))
         yield CounterMetricFamily(PREFIX + "leader_changes_seen", "Leaders (new leader or term) seen since start.",
                                   value=s.leader_changes)
+        yield CounterMetricFamily(PREFIX + "late_ticks", "Raft ticks that ran more than a heartbeat period late "
+                                  "(heartbeats and votes waited: a slow disk or a starved CPU).", value=s.late_ticks)
         yield _gauge("term", "Current Raft term.", s.term)
         yield _gauge("commit_index", "Raft commit index known to this node.", s.commit_index)
         yield _gauge("applied_index", "Last log index applied to this node's store.", s.applied_index)

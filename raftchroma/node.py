@@ -698,7 +698,8 @@ class Node:
             apply_backlog=self._apply_queue.qsize(), proposals_pending=len(self._waiters),
             snapshot_bytes=_size(self.replication.snapshot_path), peer_match_index=dict(raft.peer_match_index),
             journal_fsync=self.replication.journal_fsync_seconds(), is_voter=raft.voter,
-            voters=sum(1 for m in raft.members if m["voter"]), non_voters=sum(1 for m in raft.members if not m["voter"]))
+            voters=sum(1 for m in raft.members if m["voter"]), non_voters=sum(1 for m in raft.members if not m["voter"]),
+            late_ticks=raft.late_ticks)
 
     def readiness(self) -> str | None:
         """Why this node should not take client traffic now (None: ready). Ready means: started,
@@ -748,6 +749,8 @@ class Node:
             "snapshot_bytes": _size(self.replication.snapshot_path),
             "has_quorum": raft.has_quorum,
             "leader_changes": raft.leader_changes,
+            "late_ticks": raft.late_ticks,
+            "longest_tick_overrun_s": raft.longest_tick_overrun_s,
             "log_truncations": raft.log_truncations,
             "truncated_entries": raft.truncated_entries,
             "truncated_applied_entries": raft.truncated_applied_entries,

@@ -249,6 +249,8 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
             replication.block_peers(message[1], message[2])
         elif kind == "disk_full":
             replication.inject_disk_full(message[1])
+        elif kind == "fsync_stall":
+            replication.stall_next_fsync(message[1])
         elif kind == "stop":
             replication.stop()
             outbox.put("stopped")
@@ -290,6 +292,7 @@ class RaftProcess:
         self._fatal: tuple[str, str] | None = None
         parent_sock, child_sock = socket.socketpair()
         self._process = _spawn_child(child_sock)
+        lower_own_priority(config.raft.store_niceness)  # the child keeps the priority it started with
         child_sock.close()
         self._channel = Channel(parent_sock)
         self._outbox = Outbox(self._channel, "raft-proxy-sender", self._child_gone)
@@ -426,6 +429,12 @@ class RaftProcess:
             raise RuntimeError("fault injection is not enabled on this node")
         self._outbox.put("disk_full", on)
 
+    def stall_next_fsync(self, seconds: float) -> None:
+        """TEST ONLY: the Raft journal's next fsync takes `seconds` longer (a slow disk, once)."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._outbox.put("fsync_stall", seconds)
+
     def node_id_of(self, raft_address: str | None) -> str | None:
         return self._address_to_id.get(raft_address) if raft_address else None
 
@@ -439,6 +448,24 @@ class RaftProcess:
             self._process.wait()
         self._outbox.close(timeout_s=1.0)
         self._channel.close()
+
+
+def lower_own_priority(increment: int) -> None:
+    """Lower every thread of this process by `increment` nice levels (Linux keeps a nice value
+    per thread, and a new thread starts with its creator's), so Chroma's threads, the HTTP loop
+    and the applier yield the CPU to the Raft process. Anyone may lower their own priority."""
+    if increment <= 0:
+        return
+    try:
+        thread_ids = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the call below applies to the whole process
+        thread_ids = [0]
+    for thread_id in thread_ids:
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, thread_id)
+            os.setpriority(os.PRIO_PROCESS, thread_id, min(19, current + increment))
+        except OSError:  # the thread has ended
+            continue
 
 
 def _spawn_child(child_sock: socket.socket) -> subprocess.Popen[bytes]:

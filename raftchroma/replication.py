@@ -103,6 +103,8 @@ class RaftStatus:
     voter: bool = True  # this node votes (false: a non-voter, or not a member at all)
     member: bool = True  # this node is in the membership in force (false: not yet added, or removed)
     membership_index: int = 0  # the log index of the membership entry in force (0: the bootstrap's)
+    late_ticks: int = 0  # Raft ticks that ran more than a heartbeat period late (slow disk, starved CPU)
+    longest_tick_overrun_s: float = 0.0  # the latest any tick ran, since start
 
 
 def _snapshot_chunk(message: Any) -> Any:
@@ -238,6 +240,7 @@ class RaftchromaTransport(TCPTransport):
     wire_secret = b""  # set per node: the cluster secret (raftchroma/wire.py)
     max_frame_bytes = 0  # set per node: the largest legal message plus overhead
     wire_refusals: Counter[str]  # per node: peer host -> connections dropped by the wire
+    wrong_direction_hellos: Counter[str]  # per node: member address -> hellos refused (it is ours to dial)
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803 (PySyncObj's names)
         super().__init__(syncObj, selfNode, otherNodes)
@@ -305,6 +308,9 @@ class RaftchromaTransport(TCPTransport):
             self._drop(conn)
             return
         _, address, fingerprint = message
+        if self._shouldConnect(self._nodeAddrToNode[address]):
+            self._refuse_wrong_direction(conn, address)
+            return
         if fingerprint != self.settings_fingerprint:
             self._note_mismatch(address, str(fingerprint)[:64])
             conn.send((SETTINGS_REFUSED, self.settings_fingerprint))
@@ -312,6 +318,18 @@ class RaftchromaTransport(TCPTransport):
             return
         self.settings_mismatches.pop(address, None)
         super()._onIncomingMessageReceived(conn, address)
+
+    def _refuse_wrong_direction(self, conn: Any, address: str) -> None:
+        """PySyncObj dials by address order (the higher address dials the lower), and this node
+        dials `address` itself: a hello from it on an incoming connection is someone else holding
+        the secret, or a peer configured with other addresses. Accepted, it would replace this
+        node's outgoing connection in PySyncObj's table; that object's reconnects never send a
+        hello, so the member would drop every one and the link would churn for good."""
+        if self.wrong_direction_hellos[address] % 100 == 0:
+            log.warning("refusing an incoming Raft connection that claims to be %s: this node dials %s itself "
+                        "(%d so far)", address, address, self.wrong_direction_hellos[address] + 1)
+        self.wrong_direction_hellos[address] += 1
+        self._drop(conn)
 
     def _drop(self, conn: Any) -> None:
         conn.disconnect()
@@ -406,6 +424,9 @@ class _StateMachine(SyncObj):
         self.truncated_entries = 0
         self.truncated_applied_entries = 0
         self.reads = read_index.ReadIndex(round_timeout_s=conf.raftMaxTimeout)
+        self.late_ticks = 0  # ticks that ended more than a heartbeat period later than they could have
+        self.longest_tick_overrun_s = 0.0
+        self._last_tick_end: float | None = None
         self._transfers: deque[tuple[str | None, Callable[[int], None]]] = deque()
         self._read_view = _ReadView(self)
         super().__init__(self_address, peers, conf, transportClass=transport_class)
@@ -584,6 +605,27 @@ class _StateMachine(SyncObj):
                     self._getTerm())
         super()._SyncObj__deleteEntriesFrom(fromIDx)  # type: ignore[misc]
 
+    # ------------------------------------------------------------ late ticks
+    #
+    # Heartbeats, votes and appends all wait for the tick thread: a tick that runs late (a slow
+    # fsync of the journal, a CPU not given to this process) delays them all, and one late by an
+    # election timeout lets a follower campaign. Late ticks are counted and the worst is logged,
+    # as etcd warns of heartbeats sent late, so an election with no fault can be told apart.
+
+    def _note_tick_end(self, wait_s: float) -> None:
+        """A tick may wait up to `wait_s` for messages; whatever it took beyond that since the last
+        tick ended (its own work, or a thread not scheduled) delayed heartbeats and votes."""
+        now = time.monotonic()
+        if self._last_tick_end is not None:
+            overrun_s = now - self._last_tick_end - wait_s
+            if overrun_s > self.conf.appendEntriesPeriod:
+                self.late_ticks += 1
+                if overrun_s > self.longest_tick_overrun_s:
+                    log.warning("raft: a tick ran %.3f s late (heartbeats and votes wait for it): a slow disk "
+                                "or a starved CPU; the longest so far", overrun_s)
+            self.longest_tick_overrun_s = max(self.longest_tick_overrun_s, overrun_s)
+        self._last_tick_end = now
+
     # ------------------------------------------------------------ leader changes
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (PySyncObj's names)
@@ -599,6 +641,7 @@ class _StateMachine(SyncObj):
             if self.on_fatal is not None and not is_machine_failure(exc):
                 self.on_fatal(f"the Raft tick failed: {exc!r}")
             raise
+        self._note_tick_end(timeToWait)
         self._observe_leader()  # elections and leader fallback happen in the tick, not in a message
         self.reads.tick(self._read_view)
         while self._transfers:
@@ -922,7 +965,8 @@ class Replication:
             "NodeTransport", (FaultInjectingTransport if fault_injection else RaftchromaTransport,),
             {"snapshot_sends": Counter(), "settings_fingerprint": config.settings_fingerprint,
              "settings_mismatches": {}, "wire_secret": (config.secret or "").encode(),
-             "max_frame_bytes": max_frame_bytes(config.raft), "wire_refusals": Counter()})
+             "max_frame_bytes": max_frame_bytes(config.raft), "wire_refusals": Counter(),
+             "wrong_direction_hellos": Counter()})
         self._fault_injection = fault_injection
         if faults.any and not fault_injection:
             raise RuntimeError("fault knobs need fault injection")
@@ -1095,6 +1139,8 @@ class Replication:
             voter=self._raft.voter,
             member=self._raft.member,
             membership_index=self._raft.membership.last_change_index,
+            late_ticks=self._raft.late_ticks,
+            longest_tick_overrun_s=round(self._raft.longest_tick_overrun_s, 4),
         )
 
     def _members_json(self) -> list[dict[str, Any]]:
@@ -1172,6 +1218,12 @@ class Replication:
         if not self._fault_injection:
             raise RuntimeError("fault injection is not enabled on this node")
         self._journal.injected_failure = OSError(errno.ENOSPC, "No space left on device (injected)") if on else None
+
+    def stall_next_fsync(self, seconds: float) -> None:
+        """TEST ONLY: the journal's next fsync takes `seconds` longer (a slow disk, once)."""
+        if not self._fault_injection:
+            raise RuntimeError("fault injection is not enabled on this node")
+        self._journal.injected_fsync_stall_s = seconds
 
     def settings_mismatches(self) -> dict[str, str]:
         """Per peer id: the fingerprint of a peer refused because its cluster-wide settings differ."""

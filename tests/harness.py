@@ -28,18 +28,47 @@ from chromadb.config import Settings
 PYTHON = sys.executable
 
 
+# Ports for test nodes come from below Linux's ephemeral range (32768-60999), so no outgoing
+# connection's local port can take one between the pick and the node's bind, and each pytest-xdist
+# worker picks from a block of its own, so two workers never hand out the same port (a node's HTTP
+# port once answered with another cluster's Raft handshake). Within a worker, ports are handed out
+# in turn, each checked free when picked.
+PORTS_LOW, PORTS_HIGH = 10_000, 32_768
+_handed_out = 0
+
+
+def _port_block() -> tuple[int, int]:
+    """[start, end) of this process's ports: its xdist worker's share, or (outside pytest-xdist) a
+    share chosen by pid."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if worker.startswith("gw") and worker[2:].isdigit() and workers > 0:
+        shares, share = workers, int(worker[2:])
+    else:
+        shares, share = 64, os.getpid() % 64
+    size = (PORTS_HIGH - PORTS_LOW) // shares
+    return PORTS_LOW + share * size, PORTS_LOW + (share + 1) * size
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out now; held open together so they are distinct."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """`count` distinct ports, free when picked, from this process's block (see PORTS_LOW)."""
+    global _handed_out
+    start, end = _port_block()
+    ports: list[int] = []
+    for _ in range(end - start):
+        if len(ports) == count:
+            break
+        port = start + _handed_out % (end - start)
+        _handed_out += 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (a node of this worker still runs on it): the next one
+        ports.append(port)
+    if len(ports) < count:
+        raise RuntimeError(f"no {count} free ports in {start}-{end}")
+    return ports
 
 
 def kill_group(process: subprocess.Popen[Any]) -> None:
@@ -115,6 +144,11 @@ class NodeProcess:
         except (OSError, urllib.error.URLError):
             return None
         return body if code == 200 else None
+
+    def answered_status(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """The node's status, asked until it answers: a live node applying a large batch may not
+        answer within `status`'s one second (Chroma holds its GIL for the whole call)."""
+        return wait_for(self.status, timeout_s, f"{self.node_id} to answer its status")
 
     def client(self, **headers: str) -> Any:
         return chromadb.HttpClient(host="127.0.0.1", port=self.http_port, headers=headers or None,
@@ -197,7 +231,7 @@ class Cluster:
             leaders = {s["leader"] for s in statuses}
             if len(leaders) == 1 and None not in leaders:
                 leader = leaders.pop()
-                return leader if self.nodes[leader].status() and self.nodes[leader].status()["role"] == "leader" else None
+                return leader if (self.nodes[leader].status() or {}).get("role") == "leader" else None
             return None
         return wait_for(agreed, timeout_s, "an agreed leader")
 

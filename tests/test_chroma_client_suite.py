@@ -62,4 +62,4 @@ def test_chroma_client_tests_pass_against_a_follower_without_an_election(tmp_pat
     assert not fixed, f"now passing, remove from KNOWN_GAPS in bench/chroma_client_suite.py: {fixed}"
     terms = {n: (before[n] and before[n]["term"], after[n] and after[n]["term"]) for n in cluster.nodes}
     assert all(start is not None and start == end for start, end in terms.values()), (
-        f"term (start, end) per node: {terms}; an election happened with no fault")
+        f"term (start, end) per node: {terms}; an election happened with no fault; status after: {after}")

@@ -64,6 +64,8 @@ def test_good_file_parses_into_frozen_config(tmp_path: Path) -> None:
     (lambda t: t.replace('data_dir = "data/a"\n', ""), "missing key 'data_dir'"),
     (lambda t: t + "\n[raft]\nheartbeat_period_s = 2.0\n", "heartbeat_period_s must be at most a third"),
     (lambda t: t + "\n[raft]\nelection_timeout_min_s = -1\n", "must be a positive number"),
+    (lambda t: t + "\n[raft]\nstore_niceness = 20\n", "store_niceness must be a whole number from 0 to 19"),
+    (lambda t: t + "\n[raft]\nstore_niceness = 2.5\n", "store_niceness must be a whole number from 0 to 19"),
     (lambda t: t.replace('data_dir = "data/a"', 'data_dir = "data/a"\nraft_listen = "0.0.0.0"'),
      "raft_listen: expected 'host:port'"),
     (lambda t: t.replace('data_dir = "data/a"', 'data_dir = "data/a"\nhttp_listen = "0.0.0.0:0"'),
@@ -73,6 +75,12 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, mutation, message: str) 
     with pytest.raises(ConfigError, match=message) as info:
         load_config(write(tmp_path, mutation(GOOD)), environ={})
     assert "\n" not in str(info.value)
+
+
+def test_store_niceness_defaults_to_five_and_zero_turns_it_off(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD), environ={}).raft.store_niceness == 5
+    off = load_config(write(tmp_path, GOOD + "\n[raft]\nstore_niceness = 0\n"), environ={})
+    assert off.raft.store_niceness == 0
 
 
 def test_listen_addresses_are_separate_from_the_advertised_ones(tmp_path: Path) -> None:

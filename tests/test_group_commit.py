@@ -118,7 +118,7 @@ def test_concurrent_writes_share_entries_and_each_keeps_its_own_answer(cluster: 
     url = cluster.node(follower).url
     col = cluster.node(follower).client().get_or_create_collection("group-commit")
     col.upsert(ids=["seed"], embeddings=[[0.0, 0.0]])
-    before = cluster.node(follower).status()["group_commit"]
+    before = cluster.node(follower).answered_status()["group_commit"]
 
     def write(i: int) -> tuple[int, Any]:
         embedding = [[float(i), 1.0, 2.0]] if i % 8 == 7 else [[float(i), 1.0]]  # every 8th: wrong dimension
@@ -133,7 +133,7 @@ def test_concurrent_writes_share_entries_and_each_keeps_its_own_answer(cluster: 
             assert status == 400 and body["error"] == "InvalidArgumentError", (i, body)
         else:
             assert status == 200, (i, body)
-    after = cluster.node(follower).status()["group_commit"]
+    after = cluster.node(follower).answered_status()["group_commit"]
     writes, entries = after["writes"] - before["writes"], after["entries"] - before["entries"]
     assert writes == 96
     assert entries < writes, f"{entries} entries for {writes} concurrent writes: nothing was grouped"

@@ -201,7 +201,7 @@ def test_raft_port_strangers_are_dropped_and_the_node_lives_on(tmp_path: Path) -
     try:
         start_cluster(cluster)
         node = cluster.node("n1")
-        before = node.status()
+        before = node.answered_status()
         for args in (["-status"], ["-add", "127.0.0.1:1"]):
             subprocess.run([sys.executable, "-m", "pysyncobj.syncobj_admin", "-conn", f"127.0.0.1:{node.raft_port}",
                             "-pass", "test-secret", *args], capture_output=True, timeout=30)

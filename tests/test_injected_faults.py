@@ -51,10 +51,10 @@ def test_a_follower_with_a_failing_disk_retries_and_catches_up(tmp_path: Path, f
             acked.append(index)
         if fault == "apply_fails":
             wait_for(lambda: (s := cluster.node(victim).status()) and s["apply_error"], 20, "the apply error to show")
-        assert cluster.node(victim).status()["applied_index"] < acked[-1]
+        assert cluster.node(victim).answered_status()["applied_index"] < acked[-1]
         faults(cluster, victim)
         assert digest(cluster, victim, acked[-1]) == digest(cluster, leader, acked[-1])
-        status = cluster.node(victim).status()
+        status = cluster.node(victim).answered_status()
         assert status["apply_error"] is None and status["injected_faults"] == {"disk_full": False, "apply_fails": False}
     finally:
         cluster.stop_all()

@@ -84,7 +84,7 @@ def response_of(raw: bytes) -> tuple[int, dict[str, str], object]:
 
 
 def in_flight(cluster: Cluster) -> int:
-    return cluster.node("n1").status()["request_body_bytes_in_flight"]
+    return cluster.node("n1").answered_status()["request_body_bytes_in_flight"]
 
 
 def test_trickled_headers_are_cut_off(node: Cluster) -> None:

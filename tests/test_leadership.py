@@ -11,14 +11,14 @@ from tests.harness import Cluster, http, wait_for
 
 
 def statuses(cluster: Cluster, among: list[str]) -> dict[str, dict]:
-    return {n: cluster.node(n).status() for n in among}
+    return {n: cluster.node(n).answered_status() for n in among}
 
 
 def test_transfer_leader_by_command_moves_leadership_in_one_term(fresh_cluster: Cluster) -> None:
     cluster = fresh_cluster
     leader = cluster.leader()
     target = sorted(n for n in cluster.nodes if n != leader)[0]
-    term = cluster.node(leader).status()["term"]
+    term = cluster.node(leader).answered_status()["term"]
     wait_for(lambda: len({s["applied_index"] for s in statuses(cluster, list(cluster.nodes)).values()}) == 1, 30,
              "every node to hold the whole log")
     result = subprocess.run([sys.executable, "-m", "raftchroma", "cluster", "transfer-leader", "--to", target,
@@ -40,7 +40,7 @@ def test_a_leader_stopped_gracefully_hands_over_before_it_exits(fresh_cluster: C
     cluster = fresh_cluster
     leader = cluster.leader()
     others = [n for n in cluster.nodes if n != leader]
-    term = cluster.node(leader).status()["term"]
+    term = cluster.node(leader).answered_status()["term"]
     wait_for(lambda: len({s["applied_index"] for s in statuses(cluster, list(cluster.nodes)).values()}) == 1, 30,
              "every node to hold the whole log")
     log_size = cluster.node(leader).log_path.stat().st_size

@@ -96,7 +96,7 @@ def wait_members(cluster: Cluster, among: list[str], voters: list[str], non_vote
 def wait_caught_up(cluster: Cluster, leader: str, node_id: str) -> None:
     """`node_id` has applied everything the leader had committed when we started waiting, and the
     leader's match index for it is at least that (what promotion checks)."""
-    target = cluster.node(leader).status()["commit_index"]
+    target = cluster.node(leader).answered_status()["commit_index"]
 
     def caught_up() -> bool:
         mine, lead = cluster.node(node_id).status(), cluster.node(leader).status()
@@ -205,7 +205,7 @@ def start_joiner(cluster: Cluster, node_id: str) -> NodeProcess:
         assert (status["member"], status["voter"]) == (False, False), status
         return status["role"] != "unknown"
     wait_for(reported, 60, f"{node_id}'s Raft process to report")
-    status = node.status()
+    status = node.answered_status()
     assert (status["role"], status["leader"]) == ("follower", None), status
     # Until it is added, its bootstrap: cluster.toml's nodes but itself (as of its first start).
     assert sorted(m["id"] for m in status["members"]) == sorted(n for n in cluster.nodes if n != node_id), status
@@ -239,7 +239,7 @@ def test_a_node_added_under_write_load_catches_up_is_promoted_and_holds_every_ac
         acked = writer.stop()
     assert writer.errors == [], f"writes through a stable leader failed during the changes: {writer.errors[:5]}"
     assert cluster.leader() == leader, "leadership moved during the test: the scenario was not the one intended"
-    status = cluster.node("n4").status()
+    status = cluster.node("n4").answered_status()
     assert (status["member"], status["voter"], status["role"]) == (True, True, "follower"), status
     assert {members(cluster.node(n))["membership_index"] for n in cluster.nodes} == {promoted["index"]}
     assert_converged(cluster, list(cluster.nodes), collection_id, acked, leader)
@@ -276,7 +276,7 @@ def promotion_refused(cluster: Cluster, leader: str) -> None:
     for node_id in ("n1", "n2", "n3"):
         assert voters_and_others(cluster.node(node_id)) == (["n1", "n2", "n3"], ["n4"])
         assert members(cluster.node(node_id))["membership_index"] == added["index"]
-    assert cluster.node(leader).status()["match_index"]["n4"] == 0
+    assert cluster.node(leader).answered_status()["match_index"]["n4"] == 0
     removed = remove(cluster, leader, "n4")  # a non-voter goes as it came
     assert [m["id"] for m in removed["members"]] == ["n1", "n2", "n3"]
     wait_members(cluster, ["n1", "n2", "n3"], ["n1", "n2", "n3"])
@@ -330,7 +330,7 @@ def test_a_removed_follower_is_gone_and_the_leader_is_removed_only_after_handing
     # drops it), else it would never campaign and the check below would prove nothing.
     follower = max((n for n in cluster.nodes if n != leader), key=lambda n: f"127.0.0.1:{cluster.node(n).raft_port}")
     other = next(n for n in cluster.nodes if n not in (leader, follower))
-    term = cluster.node(leader).status()["term"]
+    term = cluster.node(leader).answered_status()["term"]
     collection_id = create_collection(cluster.node(leader), "removal")
     acked = [f"a{i}" for i in range(5)]
     for record_id in acked:
@@ -349,7 +349,7 @@ def test_a_removed_follower_is_gone_and_the_leader_is_removed_only_after_handing
         write(via, collection_id, f"b{i}")
         acked.append(f"b{i}")
     assert cluster.leader(among=survivors) == leader
-    assert {cluster.node(n).status()["term"] for n in survivors} == {term}
+    assert {cluster.node(n).answered_status()["term"] for n in survivors} == {term}
     assert_converged(cluster, survivors, collection_id, acked, leader)
 
     status, reply = change(cluster.node(leader), "DELETE", f"/raftchroma/members/{leader}")
@@ -437,11 +437,11 @@ def test_the_membership_survives_a_restart_of_every_node(compacting_cluster: Clu
     leader = cluster.leader()
     collection_id = create_collection(cluster.node(leader), "restart")
     acked = write_many(cluster, leader, collection_id, "a", 2 * SNAPSHOT_MIN_ENTRIES + 10)
-    wait_for(lambda: cluster.node(leader).status()["snapshot_index"] > 0, 60, "the leader to compact its log")
+    wait_for(lambda: cluster.node(leader).answered_status()["snapshot_index"] > 0, 60, "the leader to compact its log")
     start_joiner(cluster, "n4")
     add(cluster, leader, "n4")
     wait_caught_up(cluster, leader, "n4")
-    assert cluster.node("n4").status()["snapshot_installs"] == 1
+    assert cluster.node("n4").answered_status()["snapshot_installs"] == 1
     promoted = promote(cluster, leader, "n4")
     everyone = ["n1", "n2", "n3", "n4"]
     wait_members(cluster, everyone, everyone)
@@ -449,7 +449,7 @@ def test_the_membership_survives_a_restart_of_every_node(compacting_cluster: Clu
     def membership_restored() -> None:
         wait_members(cluster, everyone, everyone)
         for node_id in everyone:
-            status = cluster.node(node_id).status()
+            status = cluster.node(node_id).answered_status()
             # The index of the promotion, from the log or, once compacted, from the snapshot's record.
             assert (status["member"], status["voter"], status["membership_index"]) == \
                 (True, True, promoted["index"]), (node_id, status)
@@ -460,11 +460,11 @@ def test_the_membership_survives_a_restart_of_every_node(compacting_cluster: Clu
     assert leader in everyone
     membership_restored()
     acked += write_many(cluster, leader, collection_id, "b", 2 * SNAPSHOT_MIN_ENTRIES + 10)
-    wait_for(lambda: all(cluster.node(n).status()["snapshot_index"] > promoted["index"] for n in everyone), 60,
+    wait_for(lambda: all(cluster.node(n).answered_status()["snapshot_index"] > promoted["index"] for n in everyone), 60,
              "every node to compact its log past the promotion")
     leader = restart_all(cluster, ())
     membership_restored()
-    assert {cluster.node(n).status()["membership_index"] for n in everyone} == {promoted["index"]}  # snapshots
+    assert {cluster.node(n).answered_status()["membership_index"] for n in everyone} == {promoted["index"]}  # snapshots
     acked += write_many(cluster, leader, collection_id, "c", 3)
     assert_converged(cluster, everyone, collection_id, acked, leader)
 
@@ -487,8 +487,7 @@ def replica_cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def replica_follows(replica: NodeProcess, term: int) -> None:
     """The replica is a follower that never led nor campaigned: its term is the last leader's."""
-    status = replica.status()
-    assert status is not None
+    status = replica.answered_status()
     assert (status["role"], status["voter"], status["member"], status["term"]) == \
         ("follower", False, True, term), status
 
@@ -508,7 +507,7 @@ def test_a_non_voting_replica_serves_reads_forwards_writes_and_never_counts_towa
     follower = "n2" if leader == "n1" else "n1"
     wait_members(cluster, list(cluster.nodes), ["n1", "n2"], ["n3"])
     assert {members(cluster.node(n))["membership_index"] for n in cluster.nodes} == {0}  # the bootstrap's
-    term = cluster.node(leader).status()["term"]
+    term = cluster.node(leader).answered_status()["term"]
     replica_follows(replica, term)
 
     collection_id = create_collection(replica, "replica")  # forwarded to the leader
@@ -528,7 +527,7 @@ def test_a_non_voting_replica_serves_reads_forwards_writes_and_never_counts_towa
 
     # The other voter dies: the leader is connected to the replica, which does not make a quorum.
     cluster.kill(follower)
-    wait_for(lambda: not cluster.node(leader).status()["has_quorum"], 30, f"{leader} to see it has no quorum")
+    wait_for(lambda: not cluster.node(leader).answered_status()["has_quorum"], 30, f"{leader} to see it has no quorum")
     # Through the replica: forwarded to the leader, which appends it and cannot commit it (it may
     # commit once the voter is back: indefinite). Through the leader: not proposed (definite).
     not_acknowledged(cluster, "n3", collection_id, "maybe-a", (504, "WriteOutcomeUnknown"))
@@ -540,7 +539,7 @@ def test_a_non_voting_replica_serves_reads_forwards_writes_and_never_counts_towa
     assert leader in ("n1", "n2")
     write(replica, collection_id, "quorum-again")
     acked.append("quorum-again")
-    term = cluster.node(leader).status()["term"]
+    term = cluster.node(leader).answered_status()["term"]
     replica_follows(replica, term)
 
     # The leader dies: the surviving voter campaigns and, with no vote from the replica, cannot win.
@@ -548,9 +547,9 @@ def test_a_non_voting_replica_serves_reads_forwards_writes_and_never_counts_towa
     cluster.kill(leader)
     # A non-voter never reaches an election timeout, so it may go on naming the last leader it
     # heard from (as etcd's learners do); what matters is that it knows it is not connected to it.
-    wait_for(lambda: cluster.node(survivor).status()["term"] > term + 1, 60, f"{survivor} to campaign (twice)")
-    assert cluster.node(survivor).status()["role"] == "candidate"
-    assert not replica.status()["leader_connected"]
+    wait_for(lambda: cluster.node(survivor).answered_status()["term"] > term + 1, 60, f"{survivor} to campaign (twice)")
+    assert cluster.node(survivor).answered_status()["role"] == "candidate"
+    assert not replica.answered_status()["leader_connected"]
     not_acknowledged(cluster, "n3", collection_id, "never-b1", (503, "NoQuorum"))
     not_acknowledged(cluster, survivor, collection_id, "never-b2", (503, "NoQuorum"))
     replica_follows(replica, term)
@@ -562,7 +561,7 @@ def test_a_non_voting_replica_serves_reads_forwards_writes_and_never_counts_towa
     held = get_ids(replica, collection_id, [*acked, "never-a", "never-b1", "never-b2", "maybe-a"], LIN)
     assert [i for i in held if i != "maybe-a"] == sorted(acked)
     assert_converged(cluster, list(cluster.nodes), collection_id, acked, leader)
-    status = replica.status()
+    status = replica.answered_status()
     assert (status["role"], status["voter"], status["member"]) == ("follower", False, True), status
     for node in cluster.nodes.values():  # "raft leader changed: ... -> n3 (...)" on no node, ever
         assert " -> n3 (" not in node.log_path.read_text(errors="replace"), node.node_id

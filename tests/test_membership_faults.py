@@ -50,7 +50,7 @@ def test_a_change_lost_to_a_full_disk_does_not_refuse_every_later_change(tmp_pat
         wait_for(added, 30, "a later membership change to be accepted", interval_s=0.5)
         assert {error for code, error in answers if code != 200} <= {"MembershipChangeRefused"}
         assert member_ids(cluster, leader) == [("n1", True), ("n2", True), ("n3", True), ("n5", False)]
-        assert cluster.node(leader).status()["role"] == "leader"
+        assert cluster.node(leader).answered_status()["role"] == "leader"
     finally:
         cluster.stop_all()
 
@@ -90,8 +90,8 @@ def test_cluster_add_refuses_a_removed_node_that_kept_campaigning_until_it_start
         followers = sorted((n for n in cluster.nodes if n != leader), key=lambda n: cluster.node(n).raft_port)
         removed = followers[-1]  # the higher address dials the others: it keeps trying to campaign
         assert http("DELETE", cluster.node(leader).url + f"/raftchroma/members/{removed}")[0] == 200
-        leader_term = cluster.node(leader).status()["term"]
-        wait_for(lambda: cluster.node(removed).status()["term"] > leader_term, 60,
+        leader_term = cluster.node(leader).answered_status()["term"]
+        wait_for(lambda: cluster.node(removed).answered_status()["term"] > leader_term, 60,
                  f"{removed} to campaign above the leader's term")
         node = cluster.node(removed)
         command = [sys.executable, "-m", "raftchroma", "cluster", "add", removed, "--raft", f"127.0.0.1:{node.raft_port}",

@@ -29,7 +29,7 @@ def test_a_node_added_after_compaction_learns_the_membership_from_the_snapshot(t
         collection = cluster.node(leader).client().get_or_create_collection("compacted")
         for i in range(3 * SNAPSHOT_MIN_ENTRIES):
             collection.add(ids=[f"r{i}"], embeddings=[[float(i), 1.0]])
-        wait_for(lambda: cluster.node(leader).status()["snapshot_index"] > added["index"] + 1, 60,
+        wait_for(lambda: cluster.node(leader).answered_status()["snapshot_index"] > added["index"] + 1, 60,
                  "the leader to compact its log past the add entry")
 
         cluster.start("n4", args=("--join",))
@@ -48,6 +48,6 @@ def test_a_node_added_after_compaction_learns_the_membership_from_the_snapshot(t
         wait_for(lambda: (s := cluster.node("n4").status()) and s["role"] != "unknown" and s["leader"] == leader,
                  60, "n4 to follow the leader again after its restart")
         assert members_of(cluster.node("n4")) == expected
-        assert cluster.node("n4").status()["voter"] is False
+        assert cluster.node("n4").answered_status()["voter"] is False
     finally:
         cluster.stop_all()

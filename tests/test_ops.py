@@ -83,7 +83,7 @@ def test_metrics_count_writes_and_requests_follow_a_stopped_follower_and_a_new_t
     lag = "raftchroma_peer_lag_entries"
     wait_for(lambda: metric(leader, lag, peer=follower_id) == 0, 30, "the follower to catch up")
     commit = metric(leader, "raftchroma_commit_index")
-    wait_for(lambda: follower.status()["applied_index"] == commit, 30, "the follower to apply everything")
+    wait_for(lambda: follower.answered_status()["applied_index"] == commit, 30, "the follower to apply everything")
     frozen = raft_child(follower)
     frozen.suspend()
     try:
@@ -179,7 +179,7 @@ def test_nodes_listening_on_other_addresses_than_they_advertise_form_a_cluster(t
         assert status == 200, body
         index = int(headers["X-Raftchroma-Index"])
         for node in cluster.nodes.values():
-            wait_for(lambda: node.status()["applied_index"] >= index, 30, f"{node.node_id} to apply the write")
+            wait_for(lambda: node.answered_status()["applied_index"] >= index, 30, f"{node.node_id} to apply the write")
         listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp") if c.status == "LISTEN"}
         assert {("0.0.0.0", raft["n1"]), ("0.0.0.0", raft["n2"]), ("127.0.0.1", web["n1"]),
                 ("127.0.0.1", web["n2"])} <= listening

@@ -25,5 +25,5 @@ def test_sequential_single_writes_all_commit(cluster: Cluster) -> None:
         col.upsert(ids=[f"s{i}"], embeddings=[[float(i), 1.0]])
     counts = [cluster.node(n).client().get_collection("singles").count() for n in cluster.nodes]
     assert counts == [40, 40, 40]
-    wait_for(lambda: len({cluster.node(n).status()["applied_index"] for n in cluster.nodes}) == 1, 30,
+    wait_for(lambda: len({cluster.node(n).answered_status()["applied_index"] for n in cluster.nodes}) == 1, 30,
              "all nodes to reach the same applied index")

@@ -49,7 +49,10 @@ def raft_process(cluster: Cluster, node_id: str) -> psutil.Process:
 
 
 def assert_cluster_unmoved(cluster: Cluster, term_before: int, leader_before: str) -> None:
-    assert {cluster.node(n).status()["term"] for n in cluster.nodes} == {term_before}
+    statuses = {n: cluster.node(n).answered_status() for n in cluster.nodes}
+    assert {s["term"] for s in statuses.values()} == {term_before}, (
+        {n: {k: s[k] for k in ("term", "role", "leader", "late_ticks", "longest_tick_overrun_s")}
+         for n, s in statuses.items()}, cluster.log_tail())
     assert cluster.leader() == leader_before
     col = cluster.node("n1").client().get_or_create_collection("after-hostile-peer")
     col.upsert(ids=["x"], embeddings=[[1.0, 2.0]])
@@ -58,7 +61,7 @@ def assert_cluster_unmoved(cluster: Cluster, term_before: int, leader_before: st
 
 def test_pickled_frames_run_no_code_and_move_no_term(cluster: Cluster, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    term, leader = cluster.node("n1").status()["term"], cluster.leader()
+    term, leader = cluster.node("n1").answered_status()["term"], cluster.leader()
     impersonated = f"127.0.0.1:{cluster.node('n2').raft_port}"
     forged = {"type": "append_entries", "term": 10 ** 6, "entries": [], "commit_index": 0,
               "prevLogIdx": 0, "prevLogTerm": 0, "payload": Marker(str(marker))}
@@ -73,16 +76,48 @@ def fingerprint(cluster: Cluster) -> str:
     return load_config(cluster.config_path).settings_fingerprint
 
 
+def raft_address(cluster: Cluster, node_id: str) -> str:
+    return f"127.0.0.1:{cluster.node(node_id).raft_port}"
+
+
+def followers_by_address(cluster: Cluster, leader: str) -> list[str]:
+    """The two followers, lower Raft address first. PySyncObj dials by address order (the higher
+    address dials the lower), and the link between two followers carries nothing between
+    elections, so a test may pose as one of them without disturbing the cluster."""
+    return sorted((n for n in cluster.nodes if n != leader), key=lambda n: raft_address(cluster, n))
+
+
+def test_a_hello_from_a_member_this_node_dials_itself_is_refused(cluster: Cluster) -> None:
+    """Even with the secret: a node dials the members with lower addresses itself, so a hello
+    claiming one of them on an incoming connection is refused. Accepted, it would replace the
+    node's outgoing connection in PySyncObj's table, and reconnects through that object never
+    send a hello: the member would drop every one and the link would churn for good."""
+    term, leader = cluster.node("n1").answered_status()["term"], cluster.leader()
+    claimed, target = followers_by_address(cluster, leader)  # the target dials the claimed member
+    node = cluster.node(target)
+    log_size = node.log_path.stat().st_size
+    peer = WirePeer(node.raft_port, SECRET)
+    try:
+        peer.send((SETTINGS_HELLO, raft_address(cluster, claimed), fingerprint(cluster)))
+        assert closed_by_node(peer.sock, CLOSE_TIMEOUT_S)
+    finally:
+        peer.close()
+    refused = f"refusing an incoming Raft connection that claims to be {raft_address(cluster, claimed)}".encode()
+    wait_for(lambda: refused in node.log_path.read_bytes()[log_size:], 20, "the refusal to be logged")
+    assert_cluster_unmoved(cluster, term, leader)
+
+
 def test_a_member_cannot_smuggle_a_pickle_through_a_chunked_entry(cluster: Cluster, tmp_path: Path) -> None:
     """Even with the secret: PySyncObj unpickles the pieces of a chunked entry; we never send one and
     drop one on receipt."""
     marker = tmp_path / "pwned"
-    node = cluster.node("n3")  # the peer claims n1: the lower address, which n3 never dials
-    term, leader = node.status()["term"], cluster.leader()
+    term, leader = cluster.node("n1").answered_status()["term"], cluster.leader()
+    target, claimed = followers_by_address(cluster, leader)  # the target never dials the claimed member
+    node = cluster.node(target)
     log_size = node.log_path.stat().st_size
     peer = WirePeer(node.raft_port, SECRET)
     try:
-        peer.send((SETTINGS_HELLO, f"127.0.0.1:{cluster.node('n1').raft_port}", fingerprint(cluster)))
+        peer.send((SETTINGS_HELLO, raft_address(cluster, claimed), fingerprint(cluster)))
         for transmission in ("start", "finish"):
             peer.send({"type": "append_entries", "transmission": transmission, "data": pickle.dumps(Marker(str(marker))),
                        "term": term, "commit_index": 0, "prevLogIdx": 0, "prevLogTerm": 0})
@@ -113,7 +148,7 @@ def test_log_entries_are_only_unpickled_when_they_hold_plain_data() -> None:
 
 def test_a_wrong_secret_is_refused_before_anything_is_read(cluster: Cluster) -> None:
     node = cluster.node("n3")
-    term, leader = node.status()["term"], cluster.leader()
+    term, leader = node.answered_status()["term"], cluster.leader()
     peer = WirePeer(node.raft_port, b"not-the-secret", verify_node=False)
     try:
         try:
@@ -133,7 +168,7 @@ def test_a_peer_with_the_secret_claiming_no_member_address_is_dropped(cluster: C
     """Non-member addresses, PySyncObj's read-only peer and its utility commands (syncobj_admin):
     dropped before the connection is tied to any node, so the leader never ticks for them."""
     node = cluster.node(cluster.leader())
-    term, leader = node.status()["term"], cluster.leader()
+    term, leader = node.answered_status()["term"], cluster.leader()
     peer = WirePeer(node.raft_port, SECRET)
     try:
         peer.send(claim)
@@ -145,7 +180,7 @@ def test_a_peer_with_the_secret_claiming_no_member_address_is_dropped(cluster: C
 
 def test_a_huge_length_header_is_refused_before_it_is_buffered(cluster: Cluster) -> None:
     node = cluster.node("n1")
-    term, leader = node.status()["term"], cluster.leader()
+    term, leader = node.answered_status()["term"], cluster.leader()
     child = raft_process(cluster, "n1")
     rss_before = child.memory_info().rss
     sent = {"bytes": 0}
@@ -185,7 +220,7 @@ def test_a_flood_of_silent_connections_is_dropped_and_members_still_connect(clus
     longest-waiting one is dropped for it), and every silent one is closed after the handshake
     timeout."""
     node = cluster.node("n1")
-    term, leader = node.status()["term"], cluster.leader()
+    term, leader = node.answered_status()["term"], cluster.leader()
     conns = [socket.create_connection(("127.0.0.1", node.raft_port), timeout=10) for _ in range(2 * wire.MAX_UNAUTHENTICATED)]
     try:
         peer = WirePeer(node.raft_port, SECRET)  # while the flood holds every slot

@@ -182,14 +182,14 @@ LIN = {"X-Raftchroma-Read-Consistency": "linearizable"}
 def test_linearizable_reads_write_nothing_to_the_log(cluster: Cluster) -> None:
     col = cluster.node("n1").client().get_or_create_collection("read-index")
     col.upsert(ids=["a"], embeddings=[[1.0, 2.0]])
-    wait_for(lambda: len({cluster.node(n).status()["commit_index"] for n in cluster.nodes}) == 1, 30, "agreement")
-    before = {n: cluster.node(n).status()["commit_index"] for n in cluster.nodes}
+    wait_for(lambda: len({cluster.node(n).answered_status()["commit_index"] for n in cluster.nodes}) == 1, 30, "agreement")
+    before = {n: cluster.node(n).answered_status()["commit_index"] for n in cluster.nodes}
     for node_id in cluster.nodes:
         for _ in range(30):
             status, _, body = http("POST", f"{cluster.node(node_id).url}{SCOPE}/collections/{col.id}/get",
                                    {"ids": ["a"]}, headers=LIN)
             assert status == 200 and body["ids"] == ["a"]
-    after = {n: cluster.node(n).status()["commit_index"] for n in cluster.nodes}
+    after = {n: cluster.node(n).answered_status()["commit_index"] for n in cluster.nodes}
     assert after == before
 
 

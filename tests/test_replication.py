@@ -160,7 +160,7 @@ def test_cluster_keeps_going_after_duplicate_creates(cluster: Cluster) -> None:
     after = cluster.node("n3").client().create_collection("after-dupes")
     after.add(ids=["x"], embeddings=[[1.0]])
     assert cluster.node("n2").client().get_collection("after-dupes").count() == 1
-    assert all(cluster.node(n).status()["apply_error"] is None for n in cluster.nodes)
+    assert all(cluster.node(n).answered_status()["apply_error"] is None for n in cluster.nodes)
 
 
 @pytest.mark.parametrize("kind", ["add", "upsert", "update"])

@@ -43,7 +43,7 @@ def digest(cluster: Cluster, node_id: str, headers: dict[str, str] = LIN) -> dic
 
 def caught_up(cluster: Cluster, node_id: str, leader: str) -> bool:
     status = cluster.node(node_id).status()
-    return bool(status) and status["applied_index"] >= cluster.node(leader).status()["applied_index"]
+    return bool(status) and status["applied_index"] >= cluster.node(leader).answered_status()["applied_index"]
 
 
 @pytest.mark.slow
@@ -54,12 +54,12 @@ def test_lagging_node_catches_up_by_snapshot_and_in_sync_followers_do_not(compac
     write_batches(cluster, leader, 10)
     cluster.kill(lagging)
     write_batches(cluster, leader, 5 * SNAPSHOT_MIN_ENTRIES + 10, start=10)
-    wait_for(lambda: cluster.node(leader).status()["snapshot_index"] > 0, 60, "the leader to snapshot")
-    assert cluster.node(leader).status()["log_len"] < 3 * SNAPSHOT_MIN_ENTRIES
+    wait_for(lambda: cluster.node(leader).answered_status()["snapshot_index"] > 0, 60, "the leader to snapshot")
+    assert cluster.node(leader).answered_status()["log_len"] < 3 * SNAPSHOT_MIN_ENTRIES
     cluster.start(lagging)
     wait_for(lambda: caught_up(cluster, lagging, leader), 90, "the lagging node to catch up")
-    assert cluster.node(lagging).status()["snapshot_installs"] >= 1
-    assert cluster.node(in_sync).status()["snapshot_installs"] == 0
+    assert cluster.node(lagging).answered_status()["snapshot_installs"] >= 1
+    assert cluster.node(in_sync).answered_status()["snapshot_installs"] == 0
     assert digest(cluster, lagging, STALE) == digest(cluster, leader)
     stale = cluster.node(lagging).client(**STALE).get_collection("snap")
     assert stale.count() == 5 * SNAPSHOT_MIN_ENTRIES + 20
@@ -71,12 +71,12 @@ def test_fresh_node_with_a_lost_disk_catches_up_by_snapshot(compacting_cluster: 
     leader = cluster.leader()
     victim = next(n for n in cluster.nodes if n != leader)
     write_batches(cluster, leader, 3 * SNAPSHOT_MIN_ENTRIES)
-    wait_for(lambda: cluster.node(leader).status()["snapshot_index"] > 0, 60, "the leader to snapshot")
+    wait_for(lambda: cluster.node(leader).answered_status()["snapshot_index"] > 0, 60, "the leader to snapshot")
     cluster.kill(victim)
     shutil.rmtree(cluster.root / "data" / victim)
     cluster.start(victim)
     wait_for(lambda: caught_up(cluster, victim, leader), 90, "the fresh node to catch up")
-    assert cluster.node(victim).status()["snapshot_installs"] >= 1
+    assert cluster.node(victim).answered_status()["snapshot_installs"] >= 1
     assert digest(cluster, victim, STALE) == digest(cluster, leader)
 
 
@@ -86,11 +86,11 @@ def test_restart_starts_from_the_local_snapshot(compacting_cluster: Cluster) -> 
     leader = cluster.leader()
     write_batches(cluster, leader, 3 * SNAPSHOT_MIN_ENTRIES)
     for node_id in cluster.nodes:
-        wait_for(lambda: cluster.node(node_id).status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
+        wait_for(lambda: cluster.node(node_id).answered_status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
     before = digest(cluster, leader)
     cluster.crash_all()
     for node_id in cluster.nodes:
-        status = cluster.node(node_id).status()
+        status = cluster.node(node_id).answered_status()
         # either the local snapshot was installed, or the store was left clean and kept
         kept = status["store_kept_index"] >= status["snapshot_index"] > 0
         assert (status["snapshot_installs"] == 1 and status["snapshot_index"] > 0) or kept
@@ -103,7 +103,7 @@ def test_corrupt_snapshot_refuses_to_start(tmp_path: Path) -> None:
         cluster.start("n1")
         cluster.leader(timeout_s=60)
         write_batches(cluster, "n1", 12)
-        wait_for(lambda: cluster.node("n1").status()["snapshot_index"] > 0, 60, "a snapshot")
+        wait_for(lambda: cluster.node("n1").answered_status()["snapshot_index"] > 0, 60, "a snapshot")
         cluster.kill("n1")
     finally:
         cluster.stop_all()
@@ -127,7 +127,7 @@ def test_big_entries_trigger_a_snapshot_by_log_bytes(tmp_path: Path) -> None:
             vectors = np.random.default_rng(batch).random((500, 100), dtype=np.float32)
             col.add(ids=[f"b{batch}-{i}" for i in range(500)], embeddings=vectors)
         for node_id in cluster.nodes:
-            wait_for(lambda: cluster.node(node_id).status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
+            wait_for(lambda: cluster.node(node_id).answered_status()["snapshot_index"] > 0, 60, f"{node_id} to snapshot")
     finally:
         cluster.stop_all()
 
