@@ -220,7 +220,7 @@ class DurableJournal:
         return len(self._entries)
 
     def _destroy(self) -> None:
-        self.onOneSecondTimer()
+        self.save_commit_hint()
         self._file.close()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802
@@ -240,6 +240,11 @@ class DurableJournal:
         return self._voted_for
 
     def onOneSecondTimer(self) -> None:  # noqa: N802
+        """Nothing: PySyncObj calls this in its tick right before the election check, where a write
+        held up by the kernel (dirty pages being flushed) would make a healthy follower campaign.
+        The Raft tick calls `save_commit_hint` instead, before it reads what peers sent."""
+
+    def save_commit_hint(self) -> None:
         if self._commit_index != self._commit_saved and not self._file.closed:
             self._append(["m", self._commit_index], durable=False)
             self._commit_saved = self._commit_index

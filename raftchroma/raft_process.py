@@ -249,8 +249,8 @@ def _serve_parent(channel: Channel, replication: Any, outbox: Outbox) -> None:
             replication.block_peers(message[1], message[2])
         elif kind == "disk_full":
             replication.inject_disk_full(message[1])
-        elif kind == "fsync_stall":
-            replication.stall_next_fsync(message[1])
+        elif kind == "stall":
+            replication.stall(message[1], message[2])
         elif kind == "stop":
             replication.stop()
             outbox.put("stopped")
@@ -429,11 +429,11 @@ class RaftProcess:
             raise RuntimeError("fault injection is not enabled on this node")
         self._outbox.put("disk_full", on)
 
-    def stall_next_fsync(self, seconds: float) -> None:
-        """TEST ONLY: the Raft journal's next fsync takes `seconds` longer (a slow disk, once)."""
+    def stall(self, seconds: float, at: str) -> None:
+        """TEST ONLY: hold the Raft tick thread up once (see Replication.stall)."""
         if not self._fault_injection:
             raise RuntimeError("fault injection is not enabled on this node")
-        self._outbox.put("fsync_stall", seconds)
+        self._outbox.put("stall", seconds, at)
 
     def node_id_of(self, raft_address: str | None) -> str | None:
         return self._address_to_id.get(raft_address) if raft_address else None

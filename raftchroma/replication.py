@@ -137,6 +137,7 @@ APPEND_ACK = "ack"  # we already hold everything the message carries: change not
 APPEND_REFUSE = "refuse"  # obeying would delete committed entries (or the message is malformed): drop it
 
 LogEntry = tuple[Any, int, int]  # PySyncObj's (command bytes, index, term)
+_RAFT_LEADER = _pysyncobj_core._RAFT_STATE.LEADER
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,8 @@ class _StateMachine(SyncObj):
         self.late_ticks = 0  # ticks that ended more than a heartbeat period later than they could have
         self.longest_tick_overrun_s = 0.0
         self._last_tick_end: float | None = None
+        self._commit_hint_saved_s = 0.0
+        self.injected_tick_stall_s = 0.0  # TEST ONLY (fault injection): the next tick first stalls this long
         self._transfers: deque[tuple[str | None, Callable[[int], None]]] = deque()
         self._read_view = _ReadView(self)
         super().__init__(self_address, peers, conf, transportClass=transport_class)
@@ -608,9 +611,34 @@ class _StateMachine(SyncObj):
     # ------------------------------------------------------------ late ticks
     #
     # Heartbeats, votes and appends all wait for the tick thread: a tick that runs late (a slow
-    # fsync of the journal, a CPU not given to this process) delays them all, and one late by an
-    # election timeout lets a follower campaign. Late ticks are counted and the worst is logged,
-    # as etcd warns of heartbeats sent late, so an election with no fault can be told apart.
+    # fsync of the journal, a write the kernel holds up, a CPU not given to this process) delays
+    # them all. Late ticks are counted and the worst is logged, as etcd warns of heartbeats sent
+    # late. PySyncObj's tick checks the election deadline first and reads the sockets last, so a
+    # follower held up between two ticks for longer than its election timeout would campaign on
+    # waking with the leader's heartbeats already in its socket buffer: an election with no fault
+    # (seen in CI: a follower 0.68 s late, then a new term). Raft's timer is about hearing from the
+    # leader, and those messages have arrived; so a follower or candidate whose deadline has passed
+    # reads what is waiting first, and a heartbeat among it resets the deadline. (A stall while the
+    # wire reads a message is harmless: it reads on until the socket is empty.)
+
+    def _before_tick(self) -> None:
+        stall_s, self.injected_tick_stall_s = self.injected_tick_stall_s, 0.0
+        if stall_s:
+            time.sleep(stall_s)
+        self._save_commit_hint()
+        if (self._SyncObj__raftState != _RAFT_LEADER  # type: ignore[attr-defined]
+                and self._SyncObj__raftElectionDeadline < time.monotonic()  # type: ignore[attr-defined]
+                and self._SyncObj__transport.ready):  # type: ignore[attr-defined]
+            self._poller.poll(0)
+
+    def _save_commit_hint(self) -> None:
+        """The journal's commit index hint, once a second (see DurableJournal.onOneSecondTimer)."""
+        now = time.monotonic()
+        if now - self._commit_hint_saved_s >= 1.0:
+            self._commit_hint_saved_s = now
+            save = getattr(self._SyncObj__raftLog, "save_commit_hint", None)  # type: ignore[attr-defined]
+            if save is not None:
+                save()
 
     def _note_tick_end(self, wait_s: float) -> None:
         """A tick may wait up to `wait_s` for messages; whatever it took beyond that since the last
@@ -636,6 +664,7 @@ class _StateMachine(SyncObj):
             self._SyncObj__raftElectionDeadline = max(  # type: ignore[has-type]
                 self._SyncObj__raftElectionDeadline, time.monotonic() + self.conf.raftMaxTimeout)  # type: ignore[has-type]
         try:
+            self._before_tick()
             super()._onTick(timeToWait)
         except Exception as exc:
             if self.on_fatal is not None and not is_machine_failure(exc):
@@ -1219,11 +1248,16 @@ class Replication:
             raise RuntimeError("fault injection is not enabled on this node")
         self._journal.injected_failure = OSError(errno.ENOSPC, "No space left on device (injected)") if on else None
 
-    def stall_next_fsync(self, seconds: float) -> None:
-        """TEST ONLY: the journal's next fsync takes `seconds` longer (a slow disk, once)."""
+    def stall(self, seconds: float, at: str) -> None:
+        """TEST ONLY: hold the tick thread up once for `seconds`: in the journal's next fsync (`at`
+        "fsync": a slow disk, while the wire reads a message) or before the next tick ("tick":
+        between two ticks, as a write the kernel holds up or a starved CPU would)."""
         if not self._fault_injection:
             raise RuntimeError("fault injection is not enabled on this node")
-        self._journal.injected_fsync_stall_s = seconds
+        if at == "fsync":
+            self._journal.injected_fsync_stall_s = seconds
+        else:
+            self._raft.injected_tick_stall_s = seconds
 
     def settings_mismatches(self) -> dict[str, str]:
         """Per peer id: the fingerprint of a peer refused because its cluster-wide settings differ."""

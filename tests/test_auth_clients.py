@@ -190,7 +190,7 @@ def test_admin_operations_refused_to_other_tokens(node: Cluster) -> None:
         admin_as_writer.create_database("writers-db")
     assert writer.get_collection("survives-reset").name == "survives-reset"
     assert http("GET", url(node, "/api/v2/tenants/writers-tenant"), headers=bearer(ADMIN))[0] == 404
-    for path in ("/raftchroma/test/faults", "/raftchroma/test/partition", "/raftchroma/test/fsync-stall"):
+    for path in ("/raftchroma/test/faults", "/raftchroma/test/partition", "/raftchroma/test/raft-stall"):
         assert http("POST", url(node, path), body={}, headers=bearer(WRITER))[0] == 403
         assert http("POST", url(node, path), body={})[0] == 401
     # an admin passes the token check (these routes then answer 404 without --fault-injection)

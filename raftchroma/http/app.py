@@ -559,18 +559,23 @@ async def test_faults(request: web.Request) -> web.Response:
     return json_response(node.inject_faults(**flags))
 
 
-async def test_fsync_stall(request: web.Request) -> web.Response:
-    """TEST ONLY: `{"seconds": s}`: the Raft journal's next fsync takes `s` longer (0 < s <= 10), as
-    a slow disk's would. Answers 404 unless the node runs with `--fault-injection`."""
+RAFT_STALL_PLACES = ("fsync", "tick")
+
+
+async def test_raft_stall(request: web.Request) -> web.Response:
+    """TEST ONLY: `{"seconds": s, "at": "fsync" | "tick"}`: the Raft tick thread is held up once for
+    `s` (0 < s <= 10) in the journal's next fsync, or before its next tick (Replication.stall).
+    Answers 404 unless the node runs with `--fault-injection`."""
     node = node_of(request)
     if not node.fault_injection:
         raise web.HTTPNotFound()
     body = await json_of(request)
-    seconds = body.get("seconds") if isinstance(body, dict) else None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 10:
-        raise InvalidArgument('expected {"seconds": s} with 0 < s <= 10')
-    node.replication.stall_next_fsync(float(seconds))
-    return json_response({"seconds": float(seconds)})
+    seconds, at = (body.get("seconds"), body.get("at")) if isinstance(body, dict) else (None, None)
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 10
+            or at not in RAFT_STALL_PLACES):
+        raise InvalidArgument('expected {"seconds": s, "at": "fsync" or "tick"} with 0 < s <= 10')
+    node.replication.stall(float(seconds), at)
+    return json_response({"seconds": float(seconds), "at": at})
 
 
 def add_routes(app: web.Application) -> None:
@@ -634,7 +639,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/raftchroma/members/{member_id}", remove_member)
     r.add_post("/raftchroma/test/partition", test_partition)
     r.add_post("/raftchroma/test/faults", test_faults)
-    r.add_post("/raftchroma/test/fsync-stall", test_fsync_stall)
+    r.add_post("/raftchroma/test/raft-stall", test_raft_stall)
 
 
 TRACE_ID_HEADER = "chroma-trace-id"

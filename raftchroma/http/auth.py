@@ -153,7 +153,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/raftchroma/members/{member_id}"): _CLUSTER_ADMIN,
     ("POST", "/raftchroma/test/partition"): _CLUSTER_ADMIN,
     ("POST", "/raftchroma/test/faults"): _CLUSTER_ADMIN,
-    ("POST", "/raftchroma/test/fsync-stall"): _CLUSTER_ADMIN,
+    ("POST", "/raftchroma/test/raft-stall"): _CLUSTER_ADMIN,
 }
 
 
