@@ -54,7 +54,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.harness import ChromaRun, Cluster, http, make_cluster, start_cluster, wait_for  # noqa: E402
+from tests.harness import ChromaRun, Cluster, make_cluster, start_cluster  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 PLUGIN_NAME = "chroma_client_suite"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, http, make_cluster, wait_for
+from tests.harness import Cluster, make_cluster, wait_for
 
 
 def _kill_group(pid: int) -> None:

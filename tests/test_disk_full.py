@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import small_tmpfs
-from tests.harness import Cluster, http, make_cluster, start_cluster, wait_for
+from tests.harness import http, make_cluster, start_cluster, wait_for
 
 SCOPE = "/api/v2/tenants/default_tenant/databases/default_database"
 LIN = {"X-Raftchroma-Read-Consistency": "linearizable"}

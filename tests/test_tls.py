@@ -11,7 +11,6 @@ import subprocess
 import sys
 import urllib.error
 from pathlib import Path
-from typing import Iterator
 
 import chromadb
 import pytest
