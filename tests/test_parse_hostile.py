@@ -497,3 +497,29 @@ def test_update_metadata_values_are_chromas_update_metadata_value(spec: parse.St
                                                                       "untagged enum UpdateMetadataValue")
     body = {"new_metadata": {"a": [1, "x"]}}
     assert answer(parse.UPDATE_COLLECTION, body)[2].endswith("untagged enum UpdateMetadataValue")
+
+
+def _well_formed_base64_symbols(data: bytes) -> bool:
+    """The rule Chroma's decoder applies to symbols: alphabet characters, then at most two '='."""
+    body = data.rstrip(b"=")
+    alphabet = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    return len(data) - len(body) <= 2 and all(byte in alphabet for byte in body)
+
+
+def test_the_base64_symbol_check_accepts_exactly_the_well_formed_strings() -> None:
+    """_check_base64_symbols reads a well-formed string in C and falls back to its byte loop (which
+    words Chroma's error) only for a malformed one; both must agree with the rule."""
+    rng = np.random.default_rng(5)
+    symbols = np.frombuffer(b"AZaz09+/=-_ \n\xff", dtype=np.uint8)
+    for _ in range(20_000):
+        data = rng.choice(symbols, size=int(rng.integers(0, 9))).tobytes()
+        try:
+            parse._check_base64_symbols(data)
+            accepted = True
+        except ApiError:
+            accepted = False
+        assert accepted == _well_formed_base64_symbols(data), data
+    big = base64.b64encode(np.ones(500 * 384, dtype="<f4").tobytes())
+    parse._check_base64_symbols(big)
+    with pytest.raises(ApiError, match=r"Invalid symbol 33, offset 1024\."):
+        parse._check_base64_symbols(big[:1024] + b"!" + big[1025:])
