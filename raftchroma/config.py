@@ -405,7 +405,7 @@ def _parse_raft(raw: dict[str, Any]) -> RaftTuning:
     defaults = RaftTuning()
     values: dict[str, Any] = {f.name: _positive(raw, f.name, getattr(defaults, f.name), "[raft]")
                               for f in dataclasses.fields(RaftTuning) if f.name != "store_niceness"}
-    values["store_niceness"] = _niceness(raw.get("store_niceness", defaults.store_niceness))
+    values["store_niceness"] = _count(raw, "store_niceness", defaults.store_niceness, "[raft]", low=0, high=19)
     for key in ("max_entry_bytes", "snapshot_min_entries", "snapshot_max_log_bytes", "snapshot_chunk_bytes"):
         values[key] = int(values[key])
     tuning = RaftTuning(**values)
@@ -517,16 +517,11 @@ def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str
     return value
 
 
-def _count(table: dict[str, Any], key: str, default: int, where: str) -> int:
+def _count(table: dict[str, Any], key: str, default: int, where: str, low: int = 1, high: int | None = None) -> int:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
-    return value
-
-
-def _niceness(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
-        raise ConfigError(f"[raft]: store_niceness must be a whole number from 0 to 19, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        wanted = "a positive integer" if high is None else f"a whole number from {low} to {high}"
+        raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}")
     return value
 
 
